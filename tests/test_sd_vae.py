@@ -153,24 +153,24 @@ def test_other_model_file_is_refused(tmp_path, reference):
 def test_video_wrapper(reference, diffusers_folder, ours):
     vid = VideoAutoencoderKL(from_pretrained=str(diffusers_folder))
     assert vid.out_channels == 4 and vid.patch_size == (1, 8, 8)
-    clip = _image(3, (2, 3, 3, 32, 32))  # (B, C, T, H, W)
+    clip = _image(3, (2, 3, 2, 16, 16))  # (B, C, T, H, W)
     z = vid.encode(clip_t := Tensor(clip), sample_posterior=False)
-    assert z.shape == (2, 4, 3, 16, 16)  # tiny VAE downsamples by 2
-    frames = torch.from_numpy(clip).permute(0, 2, 1, 3, 4).reshape(6, 3, 32, 32)
+    assert z.shape == (2, 4, 2, 8, 8)  # tiny VAE downsamples by 2
+    frames = torch.from_numpy(clip).permute(0, 2, 1, 3, 4).reshape(4, 3, 16, 16)
     with torch.no_grad():
         ref_mean = reference.encode(frames).latent_dist.mean
         ref_dec = reference.decode(ref_mean).sample
-    ref_z = (ref_mean * SCALING_FACTOR).reshape(2, 3, 4, 16, 16).permute(0, 2, 1, 3, 4).numpy()
+    ref_z = (ref_mean * SCALING_FACTOR).reshape(2, 2, 4, 8, 8).permute(0, 2, 1, 3, 4).numpy()
     np.testing.assert_allclose(z.asnumpy(), ref_z, atol=TOL)
     out = vid.decode(z)
-    assert out.shape == (2, 3, 3, 32, 32)
-    np.testing.assert_allclose(out.asnumpy(), ref_dec.reshape(2, 3, 3, 32, 32).permute(0, 2, 1, 3, 4).numpy(), atol=1e-4)
+    assert out.shape == (2, 3, 2, 16, 16)
+    np.testing.assert_allclose(out.asnumpy(), ref_dec.reshape(2, 2, 3, 16, 16).permute(0, 2, 1, 3, 4).numpy(), atol=TOL)
     # the default is a posterior sample (as Open-Sora): z = 0.18215 * (mean + std * eps)
     zs = vid.encode(clip_t, generator=np.random.default_rng(4))
-    eps = np.random.default_rng(4).standard_normal((6, 4, 16, 16)).astype(np.float32)
-    post = ours.encode(Tensor(clip.transpose(0, 2, 1, 3, 4).reshape(6, 3, 32, 32)))
+    eps = np.random.default_rng(4).standard_normal((4, 4, 8, 8)).astype(np.float32)
+    post = ours.encode(Tensor(clip.transpose(0, 2, 1, 3, 4).reshape(4, 3, 16, 16)))
     expect = (post.mean.asnumpy() + post.std.asnumpy() * eps) * SCALING_FACTOR
-    np.testing.assert_allclose(zs.asnumpy(), expect.reshape(2, 3, 4, 16, 16).transpose(0, 2, 1, 3, 4), atol=TOL)
+    np.testing.assert_allclose(zs.asnumpy(), expect.reshape(2, 2, 4, 8, 8).transpose(0, 2, 1, 3, 4), atol=TOL)
     assert vid.get_latent_size([16, 256, 256]) == [16, 32, 32]
     with pytest.raises(ValueError, match="divisible"):
         vid.get_latent_size([16, 250, 256])
@@ -178,9 +178,8 @@ def test_video_wrapper(reference, diffusers_folder, ours):
         vid.encode(Tensor(clip[0]))
 
 
-@pytest.mark.parametrize("micro_batch_size", [1, 4])
-def test_micro_batches_equal_whole_batch(ours, micro_batch_size):
-    whole, micro = VideoAutoencoderKL(ours), VideoAutoencoderKL(ours, micro_batch_size=micro_batch_size)
+def test_micro_batches_equal_whole_batch(ours):
+    whole, micro = VideoAutoencoderKL(ours), VideoAutoencoderKL(ours, micro_batch_size=4)
     clip = Tensor(_image(5, (2, 3, 3, 16, 16)))  # 6 frames: micro-batches of 4 leave a remainder of 2
     za = whole.encode(clip, generator=np.random.default_rng(0))
     zb = micro.encode(clip, generator=np.random.default_rng(0))
