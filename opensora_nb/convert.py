@@ -7,7 +7,7 @@ __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', '
            'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'LoadReport',
            'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #b912822e
+# %% ../nbs/07_convert.ipynb #b079b8dd
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #4430eeb3
+# %% ../nbs/07_convert.ipynb #5383a40b
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #466fd70f
+# %% ../nbs/07_convert.ipynb #dfc33e53
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #4b0586b2
+# %% ../nbs/07_convert.ipynb #6eafe679
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -93,35 +93,49 @@ class TorchDtype(str):
 
 def _np_dtype(name: str): return np.uint16 if name == 'bfloat16' else np.dtype(name)
 
+def _read_range(path: str, offset: int, nbytes: int) -> np.ndarray:
+    "`nbytes` bytes of `path` from `offset`, read into a new uint8 array (one copy, no memory map)."
+    buf = np.empty(nbytes, np.uint8)
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        got = f.readinto(memoryview(buf))
+    if got != nbytes: raise ValueError(f"{path}: wanted {nbytes} bytes at offset {offset}, the file ends after {got}; truncated?")
+    return buf
+
 class _ZipStorages:
-    "Memory-mapped access to the `data/<key>` entries of a torch zip archive."
+    "Reads the `data/<key>` entries (storages) of a torch zip archive, or the byte range one tensor needs."
     def __init__(self, path: str, zf: zipfile.ZipFile, prefix: str):
-        self.path, self.zf, self.prefix, self._mm = path, zf, prefix, None
+        self.path, self.zf, self.prefix, self._starts = path, zf, prefix, {}
         self.byteorder = 'little'
         if f'{prefix}byteorder' in zf.namelist(): self.byteorder = zf.read(f'{prefix}byteorder').decode().strip()
-    def _raw(self, key: str) -> np.ndarray:
+    def _entry(self, key: str):
+        "(zip info, offset of the stored bytes in the file or None if compressed)."
         info = self.zf.getinfo(f'{self.prefix}data/{key}')
-        if info.compress_type != zipfile.ZIP_STORED: return np.frombuffer(self.zf.read(info), np.uint8)
-        if self._mm is None: self._mm = np.memmap(self.path, dtype=np.uint8, mode='r')
-        h = self._mm[info.header_offset:info.header_offset + 30]  # local file header
-        start = info.header_offset + 30 + int(h[26]) + 256 * int(h[27]) + int(h[28]) + 256 * int(h[29])
-        return self._mm[start:start + info.file_size]
+        if info.compress_type != zipfile.ZIP_STORED: return info, None
+        if key not in self._starts:
+            h = _read_range(self.path, info.header_offset, 30)  # the local file header
+            self._starts[key] = info.header_offset + 30 + int(h[26:28].view('<u2')[0]) + int(h[28:30].view('<u2')[0])
+        return info, self._starts[key]
     def tensor(self, dtype_name: str, key: str, offset: int, size, stride) -> np.ndarray:
         dt = np.dtype(_np_dtype(dtype_name))
-        raw = self._raw(key)
-        n = raw.size // dt.itemsize
-        store = raw[:n * dt.itemsize].view(dt)
+        info, start = self._entry(key)
+        n = info.file_size // dt.itemsize
         extent = offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if all(size) else offset
         if offset < 0 or extent > n:
             raise ValueError(f"{self.path}: tensor view (offset {offset}, size {tuple(size)}, stride {tuple(stride)}) "
                              f"runs past its storage '{key}' of {n} elements; the file is truncated or corrupt")
-        view = np.lib.stride_tricks.as_strided(store[offset:], shape=tuple(size),
-                                               strides=tuple(st * dt.itemsize for st in stride))
-        out = np.array(view, copy=True, order='C')  # contiguous, owns its memory (the map can be closed)
+        if start is None: raw = np.frombuffer(self.zf.read(info), np.uint8)[offset * dt.itemsize: extent * dt.itemsize]
+        else: raw = _read_range(self.path, start + offset * dt.itemsize, (extent - offset) * dt.itemsize)
+        store = raw.view(dt)
+        contiguous = tuple(stride) == tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+        if contiguous and store.size == int(np.prod(size)): out = store.reshape(size)  # the common case: no extra copy
+        else:
+            view = np.lib.stride_tricks.as_strided(store, shape=tuple(size), strides=tuple(st * dt.itemsize for st in stride))
+            out = np.array(view, copy=True, order='C')
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #2c04a908
+# %% ../nbs/07_convert.ipynb #38858251
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -177,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #d4df0463
+# %% ../nbs/07_convert.ipynb #331dbec2
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -199,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #b8e46f72
+# %% ../nbs/07_convert.ipynb #2f7ae404
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -235,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #d9213faa
+# %% ../nbs/07_convert.ipynb #6ec7ffad
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -248,13 +262,9 @@ def _open_safetensors(path: str) -> dict:
     with open(path, 'rb') as f:
         n = int.from_bytes(f.read(8), 'little')
         header = json.loads(f.read(n))
-    base, mm = 8 + n, {}
+    base = 8 + n
     def reader(dtype, shape, begin, end):
-        def read():
-            if 'm' not in mm: mm['m'] = np.memmap(path, dtype=np.uint8, mode='r')
-            raw = mm['m'][base + begin: base + end]
-            return np.array(raw.view(_np_dtype(dtype)).reshape(shape), copy=True)
-        return read
+        return lambda: _read_range(path, base + begin, end - begin).view(_np_dtype(dtype)).reshape(shape)
     out = {}
     for name, info in header.items():
         if name == '__metadata__': continue
@@ -264,9 +274,76 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
+# %% ../nbs/07_convert.ipynb #a86b02d4
+_MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
+                    'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
+                    'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
+_MS_TYPE_NAMES = {v: k for k, v in _MS_TENSOR_TYPES.items()}
+
+def _varint(buf, pos: int) -> tuple:
+    "Decode a protobuf varint at `buf[pos:]`; returns (value, next position)."
+    value = shift = 0
+    while True:
+        b = int(buf[pos]); pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80: return value, pos
+        shift += 7
+
+def _pb_fields(buf, pos: int, end: int):
+    "Yield (field number, wire type, value or (start, length)) for the fields of one protobuf message."
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field_no, wire = key >> 3, key & 7
+        if wire == 0: v, pos = _varint(buf, pos); yield field_no, wire, v
+        elif wire == 2: n, pos = _varint(buf, pos); yield field_no, wire, (pos, n); pos += n
+        else: raise ValueError(f"unexpected protobuf wire type {wire}")
+
+class _UnsupportedCkpt(Exception): pass
+
+def _scan_mindspore_ckpt(path: str) -> dict:
+    "tag -> (dims, tensor_type, [(byte offset, length), ...]) from the headers of a MindSpore .ckpt."
+    mm = np.memmap(path, dtype=np.uint8, mode='r')
+    end = mm.size - 17 if mm.size >= 17 and bytes(mm[-17:-10]) == b'crc_num' else mm.size
+    entries = {}
+    for f1, w1, (vpos, vlen) in _pb_fields(mm, 0, end):
+        if (f1, w1) != (1, 2): raise _UnsupportedCkpt(f"top-level field {f1}")
+        tag, tensor = None, None
+        for f2, w2, v in _pb_fields(mm, vpos, vpos + vlen):
+            if f2 == 1: tag = bytes(mm[v[0]:v[0] + v[1]]).decode()
+            elif f2 == 2: tensor = v
+            else: raise _UnsupportedCkpt("map tensor")
+        dims, ttype, content = [], None, None
+        for f3, w3, v in _pb_fields(mm, tensor[0], tensor[0] + tensor[1]):
+            if f3 == 1 and w3 == 0: dims.append(v)
+            elif f3 == 1:  # packed dims
+                p, e = v[0], v[0] + v[1]
+                while p < e: d, p = _varint(mm, p); dims.append(d)
+            elif f3 == 2: ttype = bytes(mm[v[0]:v[0] + v[1]]).decode()
+            elif f3 == 3: content = v
+        if ttype not in _MS_TENSOR_TYPES: raise _UnsupportedCkpt(f"tensor type {ttype!r}")
+        if tag in entries: entries[tag][2].append(content)
+        else: entries[tag] = (dims, ttype, [content])
+    return entries
+
 def _open_mindspore_ckpt(path: str) -> dict:
-    params = ms.load_checkpoint(path)
-    return {k: _as_lazy(v, k) for k, v in params.items()}
+    try: entries = _scan_mindspore_ckpt(path)
+    except (_UnsupportedCkpt, ValueError, IndexError) as e:
+        from .runtime import get_logger
+        get_logger(__name__).info("%s: %s; reading it with mindspore.load_checkpoint", path, e)
+        return {k: _as_lazy(v, k) for k, v in ms.load_checkpoint(path).items() if isinstance(v, ms.Tensor)}
+    def reader(dims, dtype, chunks):
+        def read():
+            if len(chunks) == 1: return _read_range(path, *chunks[0]).view(_np_dtype(dtype)).reshape(dims)
+            raw = np.empty(sum(n for _, n in chunks), np.uint8)
+            pos = 0
+            for o, n in chunks: raw[pos:pos + n] = _read_range(path, o, n); pos += n
+            return raw.view(_np_dtype(dtype)).reshape(dims)
+        return read
+    out = {}
+    for tag, (dims, ttype, chunks) in entries.items():
+        dims = [] if dims == [0] else dims
+        out[tag] = LazyTensor(dims, _MS_TENSOR_TYPES[ttype], reader(tuple(dims), _MS_TENSOR_TYPES[ttype], chunks))
+    return out
 
 def _open_index(path: str, key=None) -> dict:
     with open(path) as f: index = json.load(f)
@@ -281,7 +358,7 @@ def _open_index(path: str, key=None) -> dict:
     for s in shards: out.update(_open_file(os.path.join(folder, s), key))
     return out
 
-# %% ../nbs/07_convert.ipynb #59af67d0
+# %% ../nbs/07_convert.ipynb #792d09dd
 _WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def find_weight_file(folder: str) -> str:
@@ -310,7 +387,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _open_mindspore_ckpt(path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #f686363d
+# %% ../nbs/07_convert.ipynb #ad717c0e
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -328,7 +405,7 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #d46f9bf2
+# %% ../nbs/07_convert.ipynb #488505e5
 def torch_names(cell: nn.Cell) -> dict[str, str]:
     "`{checkpoint name: cell parameter name}` for every parameter: its own name plus its torch spelling."
     lookup, aliases, bn_cells = {}, {}, []
@@ -353,7 +430,7 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #f1c37bc1
+# %% ../nbs/07_convert.ipynb #133c539c
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -372,7 +449,7 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #dc5a290f
+# %% ../nbs/07_convert.ipynb #584ed03c
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -400,7 +477,7 @@ class LoadReport:
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #f005e895
+# %% ../nbs/07_convert.ipynb #e11be732
 def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list) -> str:
     if not unexpected or len(unexpected) <= 0.5 * max(n_ckpt, 1): return ''
     firsts = collections.Counter(k.split('.', 1)[0] for k in unexpected if '.' in k)
@@ -416,14 +493,14 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #f3b5e59c
+# %% ../nbs/07_convert.ipynb #b452baab
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
     np_target = None if target == ms.bfloat16 else ms.dtype_to_nptype(target)
     if np_target is not None and not _is_bf16(arr) and arr.dtype != np_target:
         arr = arr.astype(np_target)  # one cast in numpy; no extra copy when dtypes agree
-    t = ms.Tensor(arr)
+    t = ms.Tensor(np.ascontiguousarray(arr))  # MindSpore copies the array
     if t.dtype != target: t = t.astype(target)
     p.set_data(t)
 
@@ -481,7 +558,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #4697bc43
+# %% ../nbs/07_convert.ipynb #74ee28ff
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -502,6 +579,32 @@ def _write_safetensors(entries: dict, f):
             raise ValueError(f"tensor {k!r} read {a.shape} {a.dtype}, but its header says {lt.shape} {lt.dtype}")
         f.write(memoryview(a).cast('B'))
 
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+
+def _pb_len(field_no: int, payload_len: int) -> bytes: return _pb_varint(field_no << 3 | 2) + _pb_varint(payload_len)
+
+def _write_mindspore_ckpt(entries: dict, f, chunk_bytes: int = 512 << 20):
+    "Stream `{name: LazyTensor}` into MindSpore's .ckpt protobuf, one tensor (in <= 512 MB pieces) at a time."
+    for k, lt in entries.items():
+        if lt.dtype not in _MS_TYPE_NAMES: raise ValueError(f"tensor {k!r}: dtype {lt.dtype} cannot be written to .ckpt")
+        a = np.ascontiguousarray(lt.load('keep'))
+        raw = memoryview(a.view(np.uint16) if _is_bf16(a) else a).cast('B')
+        if a.size == 0: continue  # MindSpore's own writer drops empty tensors too
+        tag, ttype = k.encode(), _MS_TYPE_NAMES[lt.dtype].encode()
+        dims = b''.join(b'\x08' + _pb_varint(d) for d in lt.shape)
+        for i in range(0, len(raw), chunk_bytes):
+            piece = raw[i:i + chunk_bytes]
+            tensor_len = len(dims) + len(_pb_len(2, len(ttype))) + len(ttype) + len(_pb_len(3, len(piece))) + len(piece)
+            value_len = len(_pb_len(1, len(tag))) + len(tag) + len(_pb_len(2, tensor_len)) + tensor_len
+            f.write(_pb_len(1, value_len) + _pb_len(1, len(tag)) + tag + _pb_len(2, tensor_len) + dims
+                    + _pb_len(2, len(ttype)) + ttype + _pb_len(3, len(piece)))
+            f.write(piece)
+
 def save_checkpoint_atomic(obj, path) -> str:
     "Write a Cell or a `{name: array/tensor/LazyTensor}` dict to `.ckpt` or `.safetensors` via a temp file + `os.replace`."
     path = os.fspath(path)
@@ -514,21 +617,20 @@ def save_checkpoint_atomic(obj, path) -> str:
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}{ext}")
     try:
-        if isinstance(obj, dict) and ext == '.safetensors':
-            with open(tmp, 'wb') as f: _write_safetensors({k: _as_lazy(v, k) for k, v in obj.items()}, f)
+        if isinstance(obj, dict):
+            with open(tmp, 'wb') as f:
+                write = _write_safetensors if ext == '.safetensors' else _write_mindspore_ckpt
+                write({k: _as_lazy(v, k) for k, v in obj.items()}, f)
         else:
-            save_obj = obj if isinstance(obj, nn.Cell) else [
-                {'name': k, 'data': v if isinstance(v, ms.Tensor) else ms.Tensor(np.ascontiguousarray(_as_lazy(v, k).load('keep')))}
-                for k, v in obj.items()]
-            ms.save_checkpoint(save_obj, tmp, format='safetensors' if ext == '.safetensors' else 'ckpt')
+            ms.save_checkpoint(obj, tmp, format='safetensors' if ext == '.safetensors' else 'ckpt')
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #cbea2d80
+# %% ../nbs/07_convert.ipynb #5601f1b1
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
-    'stdit': 'opensora_nb.models.stdit:STDiT_XL_2',
+    'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',
     't5': 'opensora_nb.models.t5:T5Encoder',
     'sd_vae': 'opensora_nb.models.sd_vae:AutoencoderKL',
@@ -545,17 +647,22 @@ def build_for_cli(model: str, src, strict: bool = True, key: Optional[str] = Non
     try: module = importlib.import_module(module_name)
     except ImportError as e:
         raise ImportError(f"--model {model} needs the module {module_name}, which failed to import: {e}") from e
+    src = os.fspath(src)
     hook = getattr(module, 'converter_for_cli', None)
     if hook is not None:
-        out = hook(os.fspath(src), model=model, strict=strict, key=key, dtype=dtype)
-        return out if isinstance(out, tuple) else (out, None)
+        out = hook(src, model=model, strict=strict, key=key, dtype=dtype)
+        return out if isinstance(out, tuple) else (out, getattr(out, 'load_report', None))
     builder = getattr(module, builder_name, None)
     if builder is None: raise ImportError(f"--model {model}: {module_name} defines neither converter_for_cli nor {builder_name}")
-    cell = builder()
     if loader:
         fn = getattr(module, loader[0], None)
         if fn is None: raise ImportError(f"--model {model}: {module_name} defines neither converter_for_cli nor {loader[0]}")
-        return cell, fn(cell, os.fspath(src), strict=strict)
+        cell = builder()
+        return cell, fn(cell, src, strict=strict, **({'dtype': dtype} if dtype else {}))
+    if hasattr(builder, 'from_pretrained') and key is None and rename is None:
+        cell = builder.from_pretrained(src, strict=strict, **({'dtype': dtype} if dtype else {}))
+        return cell, getattr(cell, 'load_report', None)
+    cell = builder()
     return cell, load_weights(cell, src, strict=strict, rename=rename, dtype=dtype, key=key)
 
 def _parse_rename(pairs) -> Optional[dict]:
