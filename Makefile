@@ -38,10 +38,10 @@ export: $(STAMP)
 	$(BIN)/nbdev_clean
 
 readme: $(STAMP)
-	$(BIN)/python -m opensora_nb.docs readme
+	$(BIN)/python tools/docs.py readme
 
 docs: $(STAMP)
-	$(BIN)/python -m opensora_nb.docs site _docs
+	$(BIN)/python tools/docs.py site _docs
 
 bench: $(STAMP)
 	@for f in bench/*.py; do $(BIN)/python $$f; done
