@@ -7,7 +7,7 @@ __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', '
            'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'LoadReport',
            'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #b079b8dd
+# %% ../nbs/07_convert.ipynb #0568e22a
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #5383a40b
+# %% ../nbs/07_convert.ipynb #7d7f46bc
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #dfc33e53
+# %% ../nbs/07_convert.ipynb #8ae236ce
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #6eafe679
+# %% ../nbs/07_convert.ipynb #a8d5fe8e
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -135,7 +135,7 @@ class _ZipStorages:
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #38858251
+# %% ../nbs/07_convert.ipynb #a76f3808
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -191,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #331dbec2
+# %% ../nbs/07_convert.ipynb #af29f45c
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -213,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #2f7ae404
+# %% ../nbs/07_convert.ipynb #a5a00f6a
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -249,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #6ec7ffad
+# %% ../nbs/07_convert.ipynb #bd85d2bc
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -274,7 +274,7 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
-# %% ../nbs/07_convert.ipynb #a86b02d4
+# %% ../nbs/07_convert.ipynb #bf7643d9
 _MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
                     'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
                     'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
@@ -358,7 +358,7 @@ def _open_index(path: str, key=None) -> dict:
     for s in shards: out.update(_open_file(os.path.join(folder, s), key))
     return out
 
-# %% ../nbs/07_convert.ipynb #792d09dd
+# %% ../nbs/07_convert.ipynb #2b9767fe
 _WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def find_weight_file(folder: str) -> str:
@@ -387,7 +387,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _open_mindspore_ckpt(path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #ad717c0e
+# %% ../nbs/07_convert.ipynb #e559f1be
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -405,7 +405,7 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #488505e5
+# %% ../nbs/07_convert.ipynb #ac283492
 def torch_names(cell: nn.Cell) -> dict[str, str]:
     "`{checkpoint name: cell parameter name}` for every parameter: its own name plus its torch spelling."
     lookup, aliases, bn_cells = {}, {}, []
@@ -430,7 +430,7 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #133c539c
+# %% ../nbs/07_convert.ipynb #1cb2a7f8
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -449,7 +449,7 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #584ed03c
+# %% ../nbs/07_convert.ipynb #1e44fd95
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -477,7 +477,7 @@ class LoadReport:
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #e11be732
+# %% ../nbs/07_convert.ipynb #ed9bac82
 def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list) -> str:
     if not unexpected or len(unexpected) <= 0.5 * max(n_ckpt, 1): return ''
     firsts = collections.Counter(k.split('.', 1)[0] for k in unexpected if '.' in k)
@@ -493,7 +493,7 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #b452baab
+# %% ../nbs/07_convert.ipynb #36c27e6b
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
@@ -558,7 +558,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #74ee28ff
+# %% ../nbs/07_convert.ipynb #6fbc1fd9
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -574,10 +574,9 @@ def _write_safetensors(entries: dict, f):
     f.write(len(h).to_bytes(8, 'little')); f.write(h)
     for k, lt in entries.items():
         a = np.ascontiguousarray(lt.load('keep'))
-        if _is_bf16(a): a = a.view(np.uint16)
         if a.nbytes != header[k]['data_offsets'][1] - header[k]['data_offsets'][0]:
             raise ValueError(f"tensor {k!r} read {a.shape} {a.dtype}, but its header says {lt.shape} {lt.dtype}")
-        f.write(memoryview(a).cast('B'))
+        f.write(memoryview(a.reshape(-1).view(np.uint8)))
 
 def _pb_varint(n: int) -> bytes:
     out = bytearray()
@@ -593,8 +592,8 @@ def _write_mindspore_ckpt(entries: dict, f, chunk_bytes: int = 512 << 20):
     for k, lt in entries.items():
         if lt.dtype not in _MS_TYPE_NAMES: raise ValueError(f"tensor {k!r}: dtype {lt.dtype} cannot be written to .ckpt")
         a = np.ascontiguousarray(lt.load('keep'))
-        raw = memoryview(a.view(np.uint16) if _is_bf16(a) else a).cast('B')
         if a.size == 0: continue  # MindSpore's own writer drops empty tensors too
+        raw = memoryview(a.reshape(-1).view(np.uint8))
         tag, ttype = k.encode(), _MS_TYPE_NAMES[lt.dtype].encode()
         dims = b''.join(b'\x08' + _pb_varint(d) for d in lt.shape)
         for i in range(0, len(raw), chunk_bytes):
@@ -628,7 +627,7 @@ def save_checkpoint_atomic(obj, path) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #5601f1b1
+# %% ../nbs/07_convert.ipynb #09ca47d0
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
     'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',
