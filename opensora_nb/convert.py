@@ -7,7 +7,7 @@ __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', '
            'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'LoadReport',
            'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #0568e22a
+# %% ../nbs/07_convert.ipynb #331fad3c
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #7d7f46bc
+# %% ../nbs/07_convert.ipynb #719405aa
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #8ae236ce
+# %% ../nbs/07_convert.ipynb #d03ce95e
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #a8d5fe8e
+# %% ../nbs/07_convert.ipynb #824fb654
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -135,7 +135,7 @@ class _ZipStorages:
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #a76f3808
+# %% ../nbs/07_convert.ipynb #fec5c390
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -191,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #af29f45c
+# %% ../nbs/07_convert.ipynb #69e8f0ca
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -213,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #a5a00f6a
+# %% ../nbs/07_convert.ipynb #37c680b5
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -249,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #bd85d2bc
+# %% ../nbs/07_convert.ipynb #333b6737
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -274,7 +274,7 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
-# %% ../nbs/07_convert.ipynb #bf7643d9
+# %% ../nbs/07_convert.ipynb #cfa3636d
 _MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
                     'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
                     'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
@@ -358,7 +358,7 @@ def _open_index(path: str, key=None) -> dict:
     for s in shards: out.update(_open_file(os.path.join(folder, s), key))
     return out
 
-# %% ../nbs/07_convert.ipynb #2b9767fe
+# %% ../nbs/07_convert.ipynb #e271c559
 _WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def find_weight_file(folder: str) -> str:
@@ -387,7 +387,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _open_mindspore_ckpt(path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #e559f1be
+# %% ../nbs/07_convert.ipynb #2eeb7175
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -405,19 +405,21 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #ac283492
+# %% ../nbs/07_convert.ipynb #81022a71
 def torch_names(cell: nn.Cell) -> dict[str, str]:
     "`{checkpoint name: cell parameter name}` for every parameter: its own name plus its torch spelling."
     lookup, aliases, bn_cells = {}, {}, []
+    canonical = {id(p): n for n, p in cell.parameters_and_names()}  # a shared (tied) parameter is listed once
     for cname, c in cell.cells_and_names():
         own = dict(c.parameters_and_names(expand=False)) if hasattr(c, 'parameters_and_names') else {}
         own = {n.rsplit('.', 1)[-1]: p for n, p in own.items()}
         pre = f'{cname}.' if cname else ''
         norm_like = 'gamma' in own or 'beta' in own
         if 'moving_mean' in own: bn_cells.append(pre)
-        for pname in own:
-            full = pre + pname
+        for pname, param in own.items():
+            full = canonical.get(id(param), pre + pname)
             lookup[full] = full
+            if pre + pname != full: aliases[pre + pname] = full  # the tied copy's own path
             alias = None
             if norm_like and pname in ('gamma', 'beta'): alias = {'gamma': 'weight', 'beta': 'bias'}[pname]
             elif pname == 'embedding_table' or (isinstance(c, nn.Embedding) and pname == 'embedding_table'): alias = 'weight'
@@ -430,7 +432,17 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #1cb2a7f8
+# %% ../nbs/07_convert.ipynb #1d1c3764
+def _tied_names(cell: nn.Cell) -> dict:
+    "`{path: canonical name}` for the extra paths of parameters shared between cells (tied weights)."
+    canonical, tied = {id(p): n for n, p in cell.parameters_and_names()}, {}
+    for cname, c in cell.cells_and_names():
+        for pname, p in c.parameters_and_names(expand=False):
+            path = (f'{cname}.' if cname else '') + pname.rsplit('.', 1)[-1]
+            if canonical.get(id(p), path) != path: tied[path] = canonical[id(p)]
+    return tied
+
+# %% ../nbs/07_convert.ipynb #212648c5
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -449,7 +461,7 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #1e44fd95
+# %% ../nbs/07_convert.ipynb #7bb30d31
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -477,7 +489,7 @@ class LoadReport:
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #ed9bac82
+# %% ../nbs/07_convert.ipynb #78af6963
 def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list) -> str:
     if not unexpected or len(unexpected) <= 0.5 * max(n_ckpt, 1): return ''
     firsts = collections.Counter(k.split('.', 1)[0] for k in unexpected if '.' in k)
@@ -493,7 +505,7 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #36c27e6b
+# %% ../nbs/07_convert.ipynb #cbfe05dc
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
@@ -512,6 +524,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
     renamer = make_renamer(rename)
     lookup = torch_names(cell)
     params = dict(cell.parameters_and_names())
+    tied = _tied_names(cell)
     report = LoadReport(source=os.fspath(src) if isinstance(src, (str, os.PathLike)) else type(src).__name__,
                         n_model=len(params))
     streaming = not isinstance(src, (str, os.PathLike, dict))
@@ -527,7 +540,9 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         if new not in lookup: report.unexpected.append(new); return None
         target = lookup[new]
         if target is None: report.ignored.append(new); return None
-        if target in done: report.unexpected.append(f"{new} (duplicate of {target})"); return None
+        if target in done:  # a tied parameter saved under each of its names (torch does), or a duplicate
+            (report.ignored if new != target and tied.get(new) == target else report.unexpected).append(
+                f"{new} (another name of {target})"); return None
         if tuple(shape) != tuple(params[target].shape):
             report.mismatched.append((new if new == target else f"{new} -> {target}", tuple(shape), tuple(params[target].shape)))
             done.add(target); return None
@@ -558,7 +573,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #6fbc1fd9
+# %% ../nbs/07_convert.ipynb #a3647e0d
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -627,7 +642,7 @@ def save_checkpoint_atomic(obj, path) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #09ca47d0
+# %% ../nbs/07_convert.ipynb #686a9832
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
     'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',

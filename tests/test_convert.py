@@ -317,3 +317,27 @@ def test_hf_sharded_folder_from_transformers(tmp_path):
         assert "shared.weight" in got and len(got) >= len(ref) - 1  # a tied copy may be left out
         for k, v in got.items():
             np.testing.assert_array_equal(v, ref[k].numpy(), err_msg=k)
+
+
+def test_tied_weights_from_torch(tmp_path):
+    class TorchTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(7, 4)
+            self.head = torch.nn.Linear(4, 7)
+            self.head.weight = self.emb.weight
+
+    class MsTied(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(7, 4)
+            self.head = nn.Dense(4, 7)
+            self.head.weight = self.emb.embedding_table
+
+    tnet = TorchTied()
+    torch.save(tnet.state_dict(), tmp_path / "tied.pth")
+    assert sorted(tnet.state_dict()) == ["emb.weight", "head.bias", "head.weight"]
+    net = MsTied()
+    rep = load_weights(net, tmp_path / "tied.pth")
+    assert rep.ok and rep.loaded == 2 and rep.ignored == ["head.weight (another name of emb.embedding_table)"]
+    np.testing.assert_array_equal(net.head.weight.asnumpy(), tnet.emb.weight.detach().numpy())
