@@ -8,14 +8,14 @@ __all__ = ['VIDEO_SUFFIXES', 'VideoReadError', 'VideoNotFoundError', 'temporal_i
            'center_crop_short_edge', 'to_float_video', 'normalize_video', 'CenterCropResizeVideo', 'UCFCenterCropVideo',
            'ShortSideResizeVideo', 'video_transform']
 
-# %% ../../nbs/11_video.ipynb #0c3eb013
+# %% ../../nbs/11_video.ipynb #5845bd5c
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-# %% ../../nbs/11_video.ipynb #fcf81e24
+# %% ../../nbs/11_video.ipynb #cc4eb3b3
 class VideoReadError(RuntimeError):
     "A video file could not be opened or decoded; `.path` names it."
     def __init__(self, path, reason: str):
@@ -77,11 +77,27 @@ def read_video_frames(path, num_frames: int | None = None, sample_rate: int = 1,
     idx = temporal_indices(len(vr), num_frames, sample_rate, start, allow_fewer)
     try:
         frames = vr.get_batch(list(map(int, idx))).asnumpy()
-    except Exception as e:
-        raise VideoReadError(path, f"decoding frames {idx[0]}..{idx[-1]} failed: {type(e).__name__}") from e
+        if frames.ndim != 4 or frames.shape[-1] != 3: raise ValueError(f"decord returned frames of shape {frames.shape}")
+    except Exception as e:  # decord 0.6.0 fails on some small widths (16, 24, 48): decode with ffmpeg instead
+        frames = _read_with_ffmpeg(path, idx, e)
     return frames, float(vr.get_avg_fps())
 
-# %% ../../nbs/11_video.ipynb #8f2fed2e
+
+def _read_with_ffmpeg(path, idx, cause):
+    "Frames `idx` decoded by imageio-ffmpeg (the fallback when decord cannot deliver them)."
+    import imageio.v2 as iio2
+    want, got = set(int(i) for i in idx), {}
+    try:
+        with iio2.get_reader(str(path), "ffmpeg") as r:
+            for i, f in enumerate(r):
+                if i in want: got[i] = np.asarray(f)[..., :3]
+                if i >= max(want): break
+    except Exception as e:
+        raise VideoReadError(path, f"decoding frames {idx[0]}..{idx[-1]} failed ({type(cause).__name__}, then {type(e).__name__})") from e
+    if len(got) != len(want): raise VideoReadError(path, f"only {len(got)} of the {len(want)} requested frames could be decoded")
+    return np.stack([got[int(i)] for i in idx])
+
+# %% ../../nbs/11_video.ipynb #53f272b4
 VIDEO_SUFFIXES = (".mp4", ".gif", ".mkv", ".avi", ".mov", ".webm")
 
 
@@ -119,7 +135,7 @@ def write_video(path, frames, fps: float = 24, quality: int = 9) -> Path:
         for f in frames: w.append_data(f)
     return path
 
-# %% ../../nbs/11_video.ipynb #0e7befa8
+# %% ../../nbs/11_video.ipynb #4c64c719
 def aa_bilinear_weights(in_size: int, out_size: int, align_corners: bool = False) -> np.ndarray:
     "`(out_size, in_size)` weights of torch's antialiased bilinear resampling along one axis (float32 arithmetic, as torch)."
     f = np.float32
@@ -148,7 +164,7 @@ def resize_video(clip: np.ndarray, size, align_corners: bool = False) -> np.ndar
     x = clip.astype(np.float32, copy=False)
     return np.matmul(wh, np.matmul(x, ww.T))   # width first, then height, as torch
 
-# %% ../../nbs/11_video.ipynb #d8a85e5f
+# %% ../../nbs/11_video.ipynb #eb517198
 def _pair(size): return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
 
