@@ -120,17 +120,21 @@ def test_shapes_video_and_joint_image_video():
     assert out.shape == (1, 8, 3, 12, 8)
 
 
-def test_images_skip_temporal_attention():
-    "In the joint layout an image's output depends on its own caption, not on the video frames."
+def test_joint_image_video_layout_equals_separate_runs():
+    """use_image_num=n: the video frames come out as a video-only run with the video caption, each image as a
+    1-frame run with its own caption and no temporal attention (images only meet the spatial blocks)."""
     model = tiny()
-    x, cap = rand(1, 4, 5, 8, 8, seed=7), rand(1, 3, 5, 32, seed=8)
-    run = lambda x, c: model(ms.Tensor(x), ms.Tensor([50]), ms.Tensor(c), use_image_num=2).asnumpy()
-    a = run(x, cap)
-    x2 = x.copy(); x2[:, :, :3] += 1
-    c2 = cap.copy(); c2[:, 2] += 1
-    b = run(x2, c2)
-    assert max_err(a[:, :, 3], b[:, :, 3]) < 1e-5
-    assert max_err(a[:, :, 4], b[:, :, 4]) > 1e-4
+    x, cap = rand(2, 4, 5, 8, 8, seed=7), rand(2, 3, 5, 32, seed=8)
+    mask = np.array([[[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]],
+                     [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]])
+    t = ms.Tensor([50, 700])
+    joint = model(ms.Tensor(x), t, ms.Tensor(cap), encoder_attention_mask=mask, use_image_num=2).asnumpy()
+    video = model(ms.Tensor(x[:, :, :3]), t, ms.Tensor(cap[:, 0]), encoder_attention_mask=mask[:, 0]).asnumpy()
+    assert max_err(joint[:, :, :3], video) < 1e-5
+    for i in (1, 2):
+        img = model(ms.Tensor(x[:, :, 2 + i:3 + i]), t, ms.Tensor(cap[:, i]), encoder_attention_mask=mask[:, i],
+                    enable_temporal_attentions=False).asnumpy()
+        assert max_err(joint[:, :, 2 + i:3 + i], img) < 1e-5
 
 
 def test_mask_is_additive_minus_10000():
