@@ -138,3 +138,16 @@ def test_mindspore_tensors_in_and_out():
     assert isinstance(out.prev_sample, ms.Tensor) and isinstance(out.pred_original_sample, ms.Tensor)
     prev, x0 = s.step(x * 0.1, s.timesteps[0], x, return_dict=False)
     np.testing.assert_allclose(prev.asnumpy(), out.prev_sample.asnumpy())
+
+
+@pytest.mark.parametrize("name", ["DDPM", "PNDM", "EulerDiscrete", "HeunDiscrete", "DPMSolverMultistep", "DEISMultistep"])
+def test_add_noise_matches_diffusers(name, monkeypatch):
+    ours = get_sampler(name)
+    ref = reference(name, {}, monkeypatch, np.random.default_rng(0))
+    ours.set_timesteps(25); ref.set_timesteps(25)
+    rng = np.random.default_rng(3)
+    x0, noise = (rng.standard_normal((2,) + SHAPE[1:]).astype(np.float32) for _ in range(2))
+    t = ref.timesteps[[2, 11]]
+    expect = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), t).numpy()
+    got = ours.add_noise(x0, noise, t.numpy())
+    np.testing.assert_allclose(got, expect, rtol=2e-6, atol=2e-6)

@@ -11,7 +11,7 @@ __all__ = ['BETA_SCHEDULES', 'TIMESTEP_SPACINGS', 'SAMPLERS', 'float32_linspace'
            'DPMSolverMultistepSampler', 'DPMSolverSinglestepSampler', 'DEISMultistepSampler', 'get_sampler',
            'run_sampler']
 
-# %% ../../nbs/10_samplers.ipynb #8d0531a8
+# %% ../../nbs/10_samplers.ipynb #a25dba0d
 import inspect
 import math
 
@@ -22,7 +22,7 @@ try:
 except ImportError:  # the samplers themselves only need NumPy
     ms = None
 
-# %% ../../nbs/10_samplers.ipynb #2e3ff308
+# %% ../../nbs/10_samplers.ipynb #9cf3ba80
 def float32_linspace(start: float, end: float, steps: int) -> np.ndarray:
     "`torch.linspace(start, end, steps, dtype=torch.float32)` on CPU, bit for bit."
     s, e = float(np.float32(start)), float(np.float32(end))
@@ -58,7 +58,7 @@ def alphas_cumprod_of(betas: np.ndarray) -> np.ndarray:
     alphas = (np.float32(1.0) - betas.astype(np.float32)).astype(np.float32)
     return np.cumprod(alphas.astype(np.float64)).astype(np.float32)
 
-# %% ../../nbs/10_samplers.ipynb #4d703438
+# %% ../../nbs/10_samplers.ipynb #767ad914
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 
 def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, spacing: str = "leading",
@@ -81,7 +81,7 @@ def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, 
     if extra and spacing != "trailing": t = t[:-1]
     return np.ascontiguousarray(t).astype(np.int64 if discrete else np.float32)
 
-# %% ../../nbs/10_samplers.ipynb #c3cd25c2
+# %% ../../nbs/10_samplers.ipynb #cf41d609
 def sigmas_of(alphas_cumprod: np.ndarray) -> np.ndarray:
     r"$\sigma_t=\sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$, ascending in $t$, same dtype as `alphas_cumprod`."
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
@@ -108,7 +108,7 @@ def karras_sigmas(sigma_min: float, sigma_max: float, num_inference_steps: int, 
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (hi + ramp * (lo - hi)) ** rho
 
-# %% ../../nbs/10_samplers.ipynb #5ef54b89
+# %% ../../nbs/10_samplers.ipynb #60e4922f
 class SamplerConfig(dict):
     "A sampler's configuration: a dict whose keys are also attributes (like diffusers' `FrozenDict`)."
     def __getattr__(self, k):
@@ -166,7 +166,7 @@ def draw_noise(shape, generator=None, noise=None, dtype=np.float32) -> np.ndarra
         raise TypeError(f"generator must be a numpy.random.Generator or an int seed, got {type(generator).__name__}")
     return generator.standard_normal(tuple(shape)).astype(dtype)
 
-# %% ../../nbs/10_samplers.ipynb #63b06daa
+# %% ../../nbs/10_samplers.ipynb #20f939be
 _COMMON = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                trained_betas=None, prediction_type="epsilon", timestep_spacing="leading", steps_offset=0)
 
@@ -243,11 +243,23 @@ class Sampler:
         x = _as_numpy(sample); dt = _compute_dtype(x)
         return _as_numpy(model_output).astype(dt, copy=False), x.astype(dt, copy=False)
 
+    def _batch_coeff(self, values, like: np.ndarray) -> np.ndarray:
+        "Per-sample schedule values, shaped to broadcast over a batch `like`."
+        v = np.asarray(values)
+        return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+    def add_noise(self, original_samples, noise, timesteps):
+        r"Forward process $q(x_t|x_0)$: $\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (one timestep per batch item)."
+        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+        t = np.atleast_1d(_as_numpy(timesteps)).astype(np.int64)
+        ac = self._batch_coeff(self.alphas_cumprod[t], x0).astype(x0.dtype)
+        return _like(ac ** 0.5 * x0 + (1 - ac) ** 0.5 * eps, original_samples)
+
     def _output(self, prev, pred_x0, ref, return_dict):
         out = SamplerOutput(_like(prev, ref), _like(pred_x0, ref))
         return out if return_dict else out.to_tuple()
 
-# %% ../../nbs/10_samplers.ipynb #1496edf3
+# %% ../../nbs/10_samplers.ipynb #9614c709
 def threshold_sample(x: np.ndarray, ratio: float = 0.995, max_value: float = 1.0) -> np.ndarray:
     "Imagen's dynamic thresholding: clip each sample to its `ratio` quantile of |x| (at least 1, at most `max_value`) and rescale."
     b = x.shape[0]
@@ -315,7 +327,7 @@ class DDIMSampler(Sampler):
             prev = prev + std_dev_t * draw_noise(x.shape, generator, variance_noise, x.dtype)
         return self._output(prev, x0, sample, return_dict)
 
-# %% ../../nbs/10_samplers.ipynb #60b6fded
+# %% ../../nbs/10_samplers.ipynb #f39a63af
 class DDPMSampler(Sampler):
     "DDPM ancestral sampling (diffusers `DDPMScheduler`, its defaults)."
     defaults = {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "thresholding": False,
@@ -378,7 +390,7 @@ class DDPMSampler(Sampler):
             else: prev = prev + self._variance(t, pred_var) ** 0.5 * z
         return self._output(prev, x0, sample, return_dict)
 
-# %% ../../nbs/10_samplers.ipynb #3bd124f1
+# %% ../../nbs/10_samplers.ipynb #1964fee7
 class PNDMSampler(Sampler):
     "PNDM: Runge-Kutta warm-up then linear multistep (diffusers `PNDMScheduler`, its defaults)."
     defaults = {**_COMMON, "skip_prk_steps": False, "set_alpha_to_one": False}
@@ -471,7 +483,7 @@ class PNDMSampler(Sampler):
             eps = 1 / 24 * (55 * e[-1] - 59 * e[-2] + 37 * e[-3] - 9 * e[-4])
         return self._transfer(x, t, prev_t, eps)
 
-# %% ../../nbs/10_samplers.ipynb #63de3125
+# %% ../../nbs/10_samplers.ipynb #1b237848
 _SIGMA = {**_COMMON, "timestep_spacing": "linspace"}
 
 
@@ -503,6 +515,12 @@ class SigmaSampler(Sampler):
         return t, s, log_sigmas
 
     def _sigma(self, i): return self.sigmas[i:i + 1]
+
+    def add_noise(self, original_samples, noise, timesteps):
+        r"Forward process in sigma: $x_0 + \sigma_t\epsilon$, $t$ one of `self.timesteps` per batch item."
+        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+        idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
+        return _like(x0 + eps * self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype), original_samples)
 
     def scale_model_input(self, sample, timestep):
         r"$x/\sqrt{\sigma^2+1}$: the model was trained on unit-variance-ish inputs $x_t$."
@@ -586,7 +604,7 @@ class EulerAncestralDiscreteSampler(SigmaSampler):
         self._step_index += 1
         return self._output(prev, x0, sample, return_dict)
 
-# %% ../../nbs/10_samplers.ipynb #2de59d12
+# %% ../../nbs/10_samplers.ipynb #17d3d357
 class HeunDiscreteSampler(SigmaSampler):
     "Heun's 2nd-order method (diffusers `HeunDiscreteScheduler`, its defaults)."
     order = 2
@@ -700,7 +718,7 @@ class KDPM2AncestralDiscreteSampler(SigmaSampler):
         self._step_index += 1
         return self._output(prev, x0, sample, return_dict)
 
-# %% ../../nbs/10_samplers.ipynb #4ffb6afd
+# %% ../../nbs/10_samplers.ipynb #a641d4c0
 def alpha_sigma_of(sigma):
     r"$(\alpha_t, \sigma_t) = (1/\sqrt{\sigma^2+1},\ \sigma\alpha_t)$ for a k-diffusion noise level $\sigma$."
     alpha = 1 / (sigma ** 2 + 1) ** 0.5
@@ -744,6 +762,13 @@ class _MultistepBase(Sampler):
         self._step_index = None
 
     def _alpha_sigma(self, i): return alpha_sigma_of(self.sigmas[i:i + 1])
+
+    def add_noise(self, original_samples, noise, timesteps):
+        r"Forward process $\alpha_t x_0 + \sigma_t\epsilon$ at the schedule's noise levels, $t$ one of `self.timesteps` per item."
+        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+        idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
+        alpha, sigma = alpha_sigma_of(self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype))
+        return _like(alpha * x0 + sigma * eps, original_samples)
 
     def _lambda(self, alpha, sigma):
         r"$\lambda = \log\alpha_t - \log\sigma_t$ (+inf at the final $\sigma=0$, as in diffusers)."
@@ -1047,7 +1072,7 @@ class DEISMultistepSampler(_MultistepBase):
         self._step_index += 1
         return self._output(prev, None, sample, return_dict)
 
-# %% ../../nbs/10_samplers.ipynb #76c95357
+# %% ../../nbs/10_samplers.ipynb #f7564fa5
 SAMPLERS = {
     "PNDM": PNDMSampler, "DDIM": DDIMSampler, "EulerDiscrete": EulerDiscreteSampler, "DDPM": DDPMSampler,
     "DPMSolverMultistep": DPMSolverMultistepSampler, "DPMSolverSinglestep": DPMSolverSinglestepSampler,
@@ -1062,7 +1087,7 @@ def get_sampler(name: str = "PNDM", **config) -> Sampler:
         raise ValueError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLERS)}")
     return SAMPLERS[name](**config)
 
-# %% ../../nbs/10_samplers.ipynb #4781d9be
+# %% ../../nbs/10_samplers.ipynb #b3c84d90
 def run_sampler(sampler: Sampler, model, shape, num_inference_steps: int = 25, generator=None, latents=None):
     "Sample with `model(x, t) -> model_output` from pure noise: the diffusers denoising loop."
     rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
