@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', 'select_state_dict', 'find_weight_file',
-           'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'LoadReport',
-           'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
+           'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'compact_names',
+           'LoadReport', 'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #331fad3c
+# %% ../nbs/07_convert.ipynb #84a339ad
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #719405aa
+# %% ../nbs/07_convert.ipynb #a35b3473
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #d03ce95e
+# %% ../nbs/07_convert.ipynb #78122ef3
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #824fb654
+# %% ../nbs/07_convert.ipynb #915f5e7e
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -135,7 +135,7 @@ class _ZipStorages:
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #fec5c390
+# %% ../nbs/07_convert.ipynb #a01df0a8
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -191,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #69e8f0ca
+# %% ../nbs/07_convert.ipynb #31ded0d6
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -213,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #37c680b5
+# %% ../nbs/07_convert.ipynb #f570f2b5
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -249,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #333b6737
+# %% ../nbs/07_convert.ipynb #825a29bc
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -274,7 +274,7 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
-# %% ../nbs/07_convert.ipynb #cfa3636d
+# %% ../nbs/07_convert.ipynb #69f4fce1
 _MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
                     'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
                     'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
@@ -358,7 +358,7 @@ def _open_index(path: str, key=None) -> dict:
     for s in shards: out.update(_open_file(os.path.join(folder, s), key))
     return out
 
-# %% ../nbs/07_convert.ipynb #e271c559
+# %% ../nbs/07_convert.ipynb #231318e9
 _WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def find_weight_file(folder: str) -> str:
@@ -387,7 +387,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _open_mindspore_ckpt(path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #2eeb7175
+# %% ../nbs/07_convert.ipynb #40d5b4b4
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -405,7 +405,7 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #81022a71
+# %% ../nbs/07_convert.ipynb #3614e866
 def torch_names(cell: nn.Cell) -> dict[str, str]:
     "`{checkpoint name: cell parameter name}` for every parameter: its own name plus its torch spelling."
     lookup, aliases, bn_cells = {}, {}, []
@@ -432,7 +432,7 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #1d1c3764
+# %% ../nbs/07_convert.ipynb #5e0734da
 def _tied_names(cell: nn.Cell) -> dict:
     "`{path: canonical name}` for the extra paths of parameters shared between cells (tied weights)."
     canonical, tied = {id(p): n for n, p in cell.parameters_and_names()}, {}
@@ -442,7 +442,7 @@ def _tied_names(cell: nn.Cell) -> dict:
             if canonical.get(id(p), path) != path: tied[path] = canonical[id(p)]
     return tied
 
-# %% ../nbs/07_convert.ipynb #212648c5
+# %% ../nbs/07_convert.ipynb #62268376
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -461,7 +461,32 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #7bb30d31
+# %% ../nbs/07_convert.ipynb #1d4e7bb6
+def _fmt_ints(vals: list) -> str:
+    vals = sorted(set(vals))
+    if len(vals) > 2 and vals == list(range(vals[0], vals[-1] + 1)): return f"{{{vals[0]}-{vals[-1]}}}"
+    return '{' + ','.join(map(str, vals)) + '}'
+
+def compact_names(names: list) -> list:
+    "Fold names differing only in integer path components into `a.{0-27}.b` when the set is exactly that product."
+    groups = {}
+    for n in names:
+        parts = n.split('.')
+        key = tuple('#' if p.isdigit() else p for p in parts)
+        groups.setdefault(key, []).append(parts)
+    out = []
+    for key, members in groups.items():
+        if len(members) == 1: out.append('.'.join(members[0])); continue
+        pos = [i for i, p in enumerate(key) if p == '#']
+        values = [sorted({int(m[i]) for m in members}) for i in pos]
+        if len({tuple(m) for m in members}) != int(np.prod([len(v) for v in values])):
+            out.extend('.'.join(m) for m in members); continue
+        shown = list(key)
+        for i, v in zip(pos, values): shown[i] = str(v[0]) if len(v) == 1 else _fmt_ints(v)
+        out.append('.'.join(shown) + f" ({len(members)})")
+    return out
+
+# %% ../nbs/07_convert.ipynb #e2d96080
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -483,14 +508,26 @@ class LoadReport:
                  f"{self.n_checkpoint} checkpoint entries; {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
                  f"{len(self.mismatched)} mis-shaped" + (f", {len(self.ignored)} ignored" if self.ignored else '')]
         if self.hint: lines.append(f"  ! {self.hint}")
-        if self.missing: lines.append(f"  missing (in the model, not in the checkpoint): {', '.join(self.missing)}")
-        if self.unexpected: lines.append(f"  unexpected (in the checkpoint, not in the model): {', '.join(self.unexpected)}")
-        for n, cs, msh in self.mismatched: lines.append(f"  mis-shaped: {n}: checkpoint {tuple(cs)} vs model {tuple(msh)}")
+        if self.missing: lines.append(f"  missing (in the model, not in the checkpoint): {', '.join(compact_names(self.missing))}")
+        if self.unexpected:
+            lines.append(f"  unexpected (in the checkpoint, not in the model): {', '.join(compact_names(self.unexpected))}")
+        by_shapes = {}
+        for n, cs, msh in self.mismatched: by_shapes.setdefault((tuple(cs), tuple(msh)), []).append(n)
+        for (cs, msh), names in by_shapes.items():
+            lines.append(f"  mis-shaped: {', '.join(compact_names(names))}: checkpoint {cs} vs model {msh}")
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #78af6963
-def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list) -> str:
+# %% ../nbs/07_convert.ipynb #ef70e1c1
+def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list, mismatched=(), missing=()) -> str:
+    named = n_ckpt - len(unexpected)  # checkpoint entries whose name the model knows
+    if mismatched and len(mismatched) >= 0.5 * max(named, 1):
+        n, cs, msh = mismatched[0]
+        return (f"{len(mismatched)} of the {named} parameters with matching names have other shapes (e.g. {n}: checkpoint "
+                f"{tuple(cs)} vs model {tuple(msh)}): the checkpoint is for another size/configuration of this model")
+    if not unexpected and missing and len(missing) > 0.5 * len(model_names):
+        return (f"the checkpoint holds only {named} of the model's {len(model_names)} parameters: "
+                "a partial checkpoint, or one for a smaller configuration (fewer blocks)?")
     if not unexpected or len(unexpected) <= 0.5 * max(n_ckpt, 1): return ''
     firsts = collections.Counter(k.split('.', 1)[0] for k in unexpected if '.' in k)
     if firsts:
@@ -505,7 +542,7 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #cbfe05dc
+# %% ../nbs/07_convert.ipynb #d1647fa3
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
@@ -551,7 +588,8 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
 
     def finish():
         report.missing = [n for n in params if n not in done]
-        report.hint = _foreign_hint(report.unexpected, report.n_checkpoint, lookup, list(params))
+        report.hint = _foreign_hint(report.unexpected, report.n_checkpoint, lookup, list(params), report.mismatched,
+                                    report.missing)
         if strict and not report.ok:
             raise ValueError(f"strict load refused{' (the streamed part is already loaded)' if streaming else ''}: "
                              f"{report}\nPass strict=False to load only the matching tensors.")
@@ -573,7 +611,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #a3647e0d
+# %% ../nbs/07_convert.ipynb #4e2c32b4
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -642,7 +680,7 @@ def save_checkpoint_atomic(obj, path) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #686a9832
+# %% ../nbs/07_convert.ipynb #80ed301b
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
     'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',
