@@ -116,3 +116,18 @@ def test_missing_model_and_video_are_clear_errors(tmp_path, clip_path, capsys):
         vae_rec.vae_rec_main(["--model_path", str(model_folder(tmp_path)), "--video_path", str(tmp_path / "no.mp4"),
                               "--rec_path", str(tmp_path / "r.mp4"), "--num_frames", "5"])
     assert "no.mp4" in capsys.readouterr().err      # reported before any model is loaded
+
+
+def test_tiny_random_causalvae_folder_end_to_end(tmp_path, clip_path, capsys):
+    "The real CausalVAEModel (tiny random weights, released folder layout) through the command."
+    cv = pytest.importorskip("opensora_nb.models.causalvae")
+    if not hasattr(cv, "tiny_causalvae_config"): pytest.skip("causalvae has no tiny_causalvae_config yet")
+    ms.set_seed(0)
+    cv.CausalVAEModel.from_config(cv.tiny_causalvae_config()).save_pretrained(tmp_path / "model" / "vae")
+    out = tmp_path / "rec.mp4"
+    s = vae_rec.vae_rec_main([str(a) for a in ["--model_path", tmp_path / "model", "--video_path", clip_path,
+                                               "--rec_path", out, "--num_frames", 5, "--resolution", 16,
+                                               "--crop_size", 16, "--enable_tiling", "--mode"]])
+    assert np.isfinite(s["psnr"]) and -1 <= s["ssim"] <= 1
+    assert read_video_frames(out)[0].shape == (5, 16, 16, 3)
+    assert "PSNR:" in capsys.readouterr().out
