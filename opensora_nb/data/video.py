@@ -6,7 +6,7 @@
 __all__ = ['VIDEO_SUFFIXES', 'VideoReadError', 'VideoNotFoundError', 'temporal_indices', 'temporal_random_crop', 'video_info',
            'read_video_frames', 'to_uint8_video', 'write_video', 'aa_bilinear_weights', 'resize_video', 'center_crop',
            'center_crop_short_edge', 'to_float_video', 'normalize_video', 'CenterCropResizeVideo', 'UCFCenterCropVideo',
-           'ShortSideResizeVideo', 'video_transform']
+           'ShortSideResizeVideo', 'RandomHorizontalFlipVideo', 'video_transform']
 
 # %% ../../nbs/11_video.ipynb #5845bd5c
 import math
@@ -224,8 +224,20 @@ class ShortSideResizeVideo:
     def __repr__(self): return f"{type(self).__name__}(size={self.size})"
 
 
-def video_transform(frames, size=256, kind: str = "plan") -> np.ndarray:
-    "uint8 `(T, H, W, 3)` -> model input float32 `(C, T, H, W)` in [-1, 1] with the original's crop (`plan` or `opensora`)."
-    crops = {"plan": CenterCropResizeVideo, "opensora": UCFCenterCropVideo}
-    if kind not in crops: raise ValueError(f"kind={kind!r}; use one of {list(crops)}")
-    return normalize_video(crops[kind](size)(to_float_video(frames))).transpose(1, 0, 2, 3)
+class RandomHorizontalFlipVideo:
+    "Mirror the whole clip left-right with probability `p` (both originals' training augmentation)."
+    def __init__(self, p: float = 0.5, rng=None):
+        self.p, self.rng = p, rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    def __call__(self, clip): return clip[..., ::-1].copy() if self.rng.random() < self.p else clip
+    def __repr__(self): return f"{type(self).__name__}(p={self.p})"
+
+
+def video_transform(frames, size=256, kind: str = "plan", flip_p: float = 0.0, rng=None) -> np.ndarray:
+    """uint8 `(T, H, W, 3)` -> model input float32 `(C, T, H, W)` in [-1, 1], composed as the original's training data:
+    `plan`: ToTensorVideo, CenterCropResizeVideo, RandomHorizontalFlipVideo(flip_p), 2x-1;
+    `opensora`: ToTensorVideo, RandomHorizontalFlipVideo(flip_p), UCFCenterCropVideo, Normalize(0.5, 0.5)."""
+    if kind not in ("plan", "opensora"): raise ValueError(f"kind={kind!r}; use 'plan' or 'opensora'")
+    flip = RandomHorizontalFlipVideo(flip_p, rng)
+    x = to_float_video(frames)
+    x = flip(CenterCropResizeVideo(size)(x)) if kind == "plan" else UCFCenterCropVideo(size)(flip(x))
+    return normalize_video(x).transpose(1, 0, 2, 3)
