@@ -160,7 +160,7 @@ def test_released_folder_round_trip(tmp_path):
     # write the hub layout ourselves: diffusers config + safetensors under the torch names
     folder = tmp_path / "Open-Sora-Plan-v1.0.0" / "17x256x256"
     folder.mkdir(parents=True)
-    cfg = dict(model.config, _class_name="LatteT2V", _diffusers_version="0.24.0", sample_size=[8, 8])
+    cfg = dict(model.config, _class_name="LatteT2V", _diffusers_version="0.27.2", sample_size=[8, 8])
     (folder / "config.json").write_text(json.dumps(cfg))
     sd = latte_torch_state_dict(model)
     assert "caption_projection.y_embedding" in sd and "temp_pos_embed" not in sd and "pos_embed.pos_embed" not in sd
