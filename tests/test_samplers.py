@@ -129,6 +129,13 @@ def test_from_config_reads_a_diffusers_config():
     np.testing.assert_array_equal(ours.alphas_cumprod, ref.alphas_cumprod.numpy())
 
 
+def test_from_config_reads_a_scheduler_folder(tmp_path):
+    diffusers.DPMSolverMultistepScheduler(solver_order=3).save_config(tmp_path)
+    assert SAMPLERS["DPMSolverMultistep"].from_config(tmp_path).config.solver_order == 3
+    with pytest.raises(FileNotFoundError, match="scheduler config"):
+        SAMPLERS["DDIM"].from_config(tmp_path / "nowhere")
+
+
 def test_mindspore_tensors_in_and_out():
     ms = pytest.importorskip("mindspore")
     s = get_sampler("DDIM")

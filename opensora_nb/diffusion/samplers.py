@@ -13,7 +13,10 @@ __all__ = ['BETA_SCHEDULES', 'TIMESTEP_SPACINGS', 'SAMPLERS', 'float32_linspace'
 
 # %% ../../nbs/10_samplers.ipynb #a25dba0d
 import inspect
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -201,8 +204,13 @@ class Sampler:
 
     @classmethod
     def from_config(cls, config=None, **overrides):
-        "Build from a config dict (e.g. a diffusers `scheduler_config.json`) or another sampler; unknown keys are ignored."
+        "Build from a config dict, a diffusers `scheduler_config.json` (or its folder) or another sampler; unknown keys are ignored."
         if config is not None and hasattr(config, "config"): config = config.config
+        if isinstance(config, (str, os.PathLike)):
+            path = Path(config)
+            if path.is_dir(): path = path / "scheduler_config.json"
+            if not path.is_file(): raise FileNotFoundError(f"no scheduler config at {path}")
+            config = json.loads(path.read_text())
         kw = {k: v for k, v in dict(config or {}).items() if k in cls.defaults}
         kw.update(overrides)
         return cls(**kw)
