@@ -7,7 +7,7 @@ __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', '
            'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'compact_names',
            'LoadReport', 'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #2cbeed79
+# %% ../nbs/07_convert.ipynb #31dc00c9
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #ae5d38ec
+# %% ../nbs/07_convert.ipynb #b1529731
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #4dd38ddd
+# %% ../nbs/07_convert.ipynb #91a26576
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #f6895f71
+# %% ../nbs/07_convert.ipynb #5afc4fd6
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -135,7 +135,7 @@ class _ZipStorages:
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #a3c1ed55
+# %% ../nbs/07_convert.ipynb #d529ca2f
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -191,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #2e12e283
+# %% ../nbs/07_convert.ipynb #6db37c5e
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -213,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #b7a61d75
+# %% ../nbs/07_convert.ipynb #a1f4256b
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -249,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #a4207e4e
+# %% ../nbs/07_convert.ipynb #6d7d5ae7
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -274,7 +274,7 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
-# %% ../nbs/07_convert.ipynb #db0423e5
+# %% ../nbs/07_convert.ipynb #b36ae8bd
 _MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
                     'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
                     'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
@@ -345,6 +345,9 @@ def _open_mindspore_ckpt(path: str) -> dict:
         out[tag] = LazyTensor(dims, _MS_TENSOR_TYPES[ttype], reader(tuple(dims), _MS_TENSOR_TYPES[ttype], chunks))
     return out
 
+# %% ../nbs/07_convert.ipynb #3914390d
+_WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
+
 def _open_index(path: str, key=None) -> dict:
     with open(path) as f: index = json.load(f)
     if 'weight_map' not in index: raise ValueError(f"{path}: a sharded-checkpoint index needs a 'weight_map'; found keys {list(index)}")
@@ -358,8 +361,6 @@ def _open_index(path: str, key=None) -> dict:
     for s in shards: out.update(_open_file(os.path.join(folder, s)))
     return _select_prefix(out, key, path)
 
-# %% ../nbs/07_convert.ipynb #14619173
-_WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def find_weight_file(folder: str) -> str:
     "The weight file (or shard index) inside a model folder."
@@ -397,7 +398,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _select_prefix(_open_mindspore_ckpt(path), key, path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #199700b7
+# %% ../nbs/07_convert.ipynb #e74f58e7
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -415,7 +416,7 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #df704a60
+# %% ../nbs/07_convert.ipynb #5098f8e1
 _TRAINING_STATE = re.compile(r'^((adam_m|adam_v|moments|moment1|moment2|accum|momentum)\.|(global_step|learning_rate|'
                              r'beta1_power|beta2_power|epoch_num|step_num|loss_scale|scale_sense|current_iterator_step|'
                              r'last_overflow_iterator_step)$)')
@@ -446,7 +447,7 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #4be46154
+# %% ../nbs/07_convert.ipynb #f930bb36
 def _tied_names(cell: nn.Cell) -> dict:
     "`{path: canonical name}` for the extra paths of parameters shared between cells (tied weights)."
     canonical, tied = {id(p): n for n, p in cell.parameters_and_names()}, {}
@@ -456,7 +457,7 @@ def _tied_names(cell: nn.Cell) -> dict:
             if canonical.get(id(p), path) != path: tied[path] = canonical[id(p)]
     return tied
 
-# %% ../nbs/07_convert.ipynb #d1b37b81
+# %% ../nbs/07_convert.ipynb #e6c33b80
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -475,7 +476,7 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #2d057d18
+# %% ../nbs/07_convert.ipynb #0d5c1ae1
 def _fmt_ints(vals: list) -> str:
     vals = sorted(set(vals))
     if len(vals) > 2 and vals == list(range(vals[0], vals[-1] + 1)): return f"{{{vals[0]}-{vals[-1]}}}"
@@ -500,7 +501,7 @@ def compact_names(names: list) -> list:
         out.append('.'.join(shown) + f" ({len(members)})")
     return out
 
-# %% ../nbs/07_convert.ipynb #5a4ccb5c
+# %% ../nbs/07_convert.ipynb #9a718b5c
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -532,7 +533,7 @@ class LoadReport:
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #cf9fdffe
+# %% ../nbs/07_convert.ipynb #c73d88fa
 def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list, mismatched=(), missing=()) -> str:
     named = n_ckpt - len(unexpected)  # checkpoint entries whose name the model knows
     if mismatched and len(mismatched) >= 0.5 * max(named, 1):
@@ -556,7 +557,7 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #303fc1e0
+# %% ../nbs/07_convert.ipynb #ed7bfcaa
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
@@ -626,7 +627,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #62b976e1
+# %% ../nbs/07_convert.ipynb #81435397
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -695,7 +696,7 @@ def save_checkpoint_atomic(obj, path) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #bfc05525
+# %% ../nbs/07_convert.ipynb #28e81b49
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
     'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',
