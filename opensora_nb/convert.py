@@ -7,7 +7,7 @@ __all__ = ['MODEL_BUILDERS', 'bf16_bits_to_array', 'LazyTensor', 'TorchDtype', '
            'open_state_dict', 'iter_state_dict', 'read_state_dict', 'torch_names', 'make_renamer', 'compact_names',
            'LoadReport', 'load_weights', 'save_checkpoint_atomic', 'build_for_cli', 'convert_main']
 
-# %% ../nbs/07_convert.ipynb #31dc00c9
+# %% ../nbs/07_convert.ipynb #b513909f
 import argparse
 import collections
 import importlib
@@ -25,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-# %% ../nbs/07_convert.ipynb #b1529731
+# %% ../nbs/07_convert.ipynb #0adb9867
 try:
     from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # numpy dtype registered by MindSpore
 except ImportError:  # pragma: no cover
@@ -47,7 +47,7 @@ def _bf16_out(a: np.ndarray, bf16: str) -> np.ndarray:
     if _is_bf16(a) and bf16 == 'float32': return a.astype(np.float32)
     return a
 
-# %% ../nbs/07_convert.ipynb #91a26576
+# %% ../nbs/07_convert.ipynb #6f63ece7
 class LazyTensor:
     "A checkpoint entry: `shape` and `dtype` (numpy name, or 'bfloat16') known up front; `load()` reads the bytes."
     def __init__(self, shape, dtype: str, read: Callable[[], np.ndarray]):
@@ -76,7 +76,7 @@ def _as_lazy(v, name: str) -> LazyTensor:
     raise TypeError(f"checkpoint entry {name!r} is a {type(v).__name__}, not an array; "
                     "pass a dict of numpy arrays / MindSpore tensors, or a checkpoint path")
 
-# %% ../nbs/07_convert.ipynb #5afc4fd6
+# %% ../nbs/07_convert.ipynb #46df9c15
 _TORCH_STORAGE_DTYPES = {  # torch legacy storage class -> numpy dtype name of one element
     'FloatStorage': 'float32', 'DoubleStorage': 'float64', 'HalfStorage': 'float16', 'BFloat16Storage': 'bfloat16',
     'LongStorage': 'int64', 'IntStorage': 'int32', 'ShortStorage': 'int16', 'CharStorage': 'int8',
@@ -135,7 +135,7 @@ class _ZipStorages:
         if self.byteorder == 'big' and dt.itemsize > 1: out = out.byteswap()
         return out
 
-# %% ../nbs/07_convert.ipynb #d529ca2f
+# %% ../nbs/07_convert.ipynb #b2e261f6
 def _rebuild_tensor(storage, storage_offset, size, stride, *args):
     "Stand-in for `torch._utils._rebuild_tensor_v2`: a `LazyTensor` reading the strided view from the storage."
     reader, dtype_name, key = storage
@@ -191,7 +191,7 @@ class _TorchUnpickler(pickle.Unpickler):
         dtype_name = str(storage_type) if isinstance(storage_type, _StorageType) else 'uint8'
         return (self.storages, dtype_name, key)
 
-# %% ../nbs/07_convert.ipynb #6db37c5e
+# %% ../nbs/07_convert.ipynb #2a33900a
 _LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # pickled first by legacy torch.save
 
 def _torch_zip_object(path: str):
@@ -213,7 +213,7 @@ def _torch_zip_object(path: str):
     with zf.open(pkls[0]) as f:
         return _TorchUnpickler(f, storages, path).load()
 
-# %% ../nbs/07_convert.ipynb #a1f4256b
+# %% ../nbs/07_convert.ipynb #ac4edf3f
 _WRAPPER_KEYS = ('ema', 'state_dict', 'model', 'module', 'model_state_dict', 'net')
 
 def _has_tensors(obj) -> bool:
@@ -249,7 +249,7 @@ def select_state_dict(obj, key: Optional[str] = None, path: str = '<checkpoint>'
         if sd and all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
     return sd
 
-# %% ../nbs/07_convert.ipynb #6d7d5ae7
+# %% ../nbs/07_convert.ipynb #44fe822a
 _SAFETENSORS_DTYPES = {'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16', 'I64': 'int64',
                        'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8', 'U16': 'uint16', 'U32': 'uint32',
                        'U64': 'uint64', 'BOOL': 'bool'}
@@ -274,7 +274,7 @@ def _open_safetensors(path: str) -> dict:
         out[name] = LazyTensor(info['shape'], dt, reader(dt, tuple(info['shape']), *info['data_offsets']))
     return out
 
-# %% ../nbs/07_convert.ipynb #b36ae8bd
+# %% ../nbs/07_convert.ipynb #54107c73
 _MS_TENSOR_TYPES = {'Float32': 'float32', 'Float16': 'float16', 'BFloat16': 'bfloat16', 'Float64': 'float64',
                     'Int64': 'int64', 'Int32': 'int32', 'Int16': 'int16', 'Int8': 'int8', 'UInt8': 'uint8',
                     'UInt16': 'uint16', 'UInt32': 'uint32', 'UInt64': 'uint64', 'Bool': 'bool'}
@@ -345,7 +345,7 @@ def _open_mindspore_ckpt(path: str) -> dict:
         out[tag] = LazyTensor(dims, _MS_TENSOR_TYPES[ttype], reader(tuple(dims), _MS_TENSOR_TYPES[ttype], chunks))
     return out
 
-# %% ../nbs/07_convert.ipynb #3914390d
+# %% ../nbs/07_convert.ipynb #5ea55b4a
 _WEIGHT_EXTS = ('.safetensors', '.bin', '.pth', '.pt', '.ckpt')
 
 def _open_index(path: str, key=None) -> dict:
@@ -398,7 +398,7 @@ def _open_file(path: str, key=None) -> dict:
     if path.endswith('.ckpt'): return _select_prefix(_open_mindspore_ckpt(path), key, path)
     return select_state_dict(_torch_zip_object(path), key, path)  # raises the legacy / unknown-format error
 
-# %% ../nbs/07_convert.ipynb #e74f58e7
+# %% ../nbs/07_convert.ipynb #e4d3c8c6
 def open_state_dict(path, key: Optional[str] = None) -> dict[str, LazyTensor]:
     "Names -> `LazyTensor` for a torch `.pth/.pt/.bin`, `.safetensors`, MindSpore `.ckpt`, `*.index.json` or model folder."
     path = os.fspath(path)
@@ -416,7 +416,7 @@ def read_state_dict(path, key: Optional[str] = None, bf16: str = 'float32') -> d
     "Read a whole checkpoint into `{name: numpy array}` (bfloat16 -> float32 unless `bf16='keep'`)."
     return dict(iter_state_dict(path, key, bf16))
 
-# %% ../nbs/07_convert.ipynb #5098f8e1
+# %% ../nbs/07_convert.ipynb #1fba22ea
 _TRAINING_STATE = re.compile(r'^((adam_m|adam_v|moments|moment1|moment2|accum|momentum)\.|(global_step|learning_rate|'
                              r'beta1_power|beta2_power|epoch_num|step_num|loss_scale|scale_sense|current_iterator_step|'
                              r'last_overflow_iterator_step)$)')
@@ -447,7 +447,7 @@ def torch_names(cell: nn.Cell) -> dict[str, str]:
     lookup.update({f'{pre}num_batches_tracked': None for pre in bn_cells})  # torch bookkeeping, ignored
     return lookup
 
-# %% ../nbs/07_convert.ipynb #f930bb36
+# %% ../nbs/07_convert.ipynb #d34cae28
 def _tied_names(cell: nn.Cell) -> dict:
     "`{path: canonical name}` for the extra paths of parameters shared between cells (tied weights)."
     canonical, tied = {id(p): n for n, p in cell.parameters_and_names()}, {}
@@ -457,7 +457,7 @@ def _tied_names(cell: nn.Cell) -> dict:
             if canonical.get(id(p), path) != path: tied[path] = canonical[id(p)]
     return tied
 
-# %% ../nbs/07_convert.ipynb #e6c33b80
+# %% ../nbs/07_convert.ipynb #c91008e0
 def make_renamer(rename) -> Callable[[str], Optional[str]]:
     "Turn `rename` (None, callable, or dict of prefixes / `re:` patterns) into a function name -> name or None."
     if rename is None: return lambda k: k
@@ -476,7 +476,7 @@ def make_renamer(rename) -> Callable[[str], Optional[str]]:
         return k
     return renamer
 
-# %% ../nbs/07_convert.ipynb #0d5c1ae1
+# %% ../nbs/07_convert.ipynb #d046d66f
 def _fmt_ints(vals: list) -> str:
     vals = sorted(set(vals))
     if len(vals) > 2 and vals == list(range(vals[0], vals[-1] + 1)): return f"{{{vals[0]}-{vals[-1]}}}"
@@ -501,7 +501,7 @@ def compact_names(names: list) -> list:
         out.append('.'.join(shown) + f" ({len(members)})")
     return out
 
-# %% ../nbs/07_convert.ipynb #9a718b5c
+# %% ../nbs/07_convert.ipynb #2742016e
 @dataclass
 class LoadReport:
     "What `load_weights` did: parameters loaded, and every missing / unexpected / mis-shaped key by name."
@@ -533,7 +533,7 @@ class LoadReport:
         return '\n'.join(lines)
     __repr__ = __str__
 
-# %% ../nbs/07_convert.ipynb #c73d88fa
+# %% ../nbs/07_convert.ipynb #4713cc50
 def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list, mismatched=(), missing=()) -> str:
     named = n_ckpt - len(unexpected)  # checkpoint entries whose name the model knows
     if mismatched and len(mismatched) >= 0.5 * max(named, 1):
@@ -557,7 +557,7 @@ def _foreign_hint(unexpected: list, n_ckpt: int, lookup: dict, model_names: list
     return (f"this looks like a checkpoint for a different model ({len(unexpected)} of {n_ckpt} entries unexpected); "
             f"first unexpected keys: {unexpected[:5]}; first model parameters: {model_names[:5]}")
 
-# %% ../nbs/07_convert.ipynb #ed7bfcaa
+# %% ../nbs/07_convert.ipynb #6de8dbbf
 def _assign(p: ms.Parameter, arr: np.ndarray, dtype=None):
     target = dtype if dtype is not None else p.dtype
     if dtype is not None and p.dtype != dtype: p.set_dtype(dtype)
@@ -627,7 +627,7 @@ def load_weights(cell: nn.Cell, src, strict: bool = True, rename=None, dtype=Non
         report.loaded += 1
     return report
 
-# %% ../nbs/07_convert.ipynb #81435397
+# %% ../nbs/07_convert.ipynb #f703e0e2
 _SAFETENSORS_CODES = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 def _write_safetensors(entries: dict, f):
@@ -696,7 +696,7 @@ def save_checkpoint_atomic(obj, path) -> str:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-# %% ../nbs/07_convert.ipynb #28e81b49
+# %% ../nbs/07_convert.ipynb #fdc16934
 MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
     'stdit': 'opensora_nb.models.stdit:STDiT_XL_2:load_stdit_checkpoint',
     'pixart': 'opensora_nb.models.stdit:STDiT_XL_2:load_pixart_checkpoint',
@@ -707,7 +707,7 @@ MODEL_BUILDERS = {  # --model name -> 'module:builder[:loader]'
 }
 
 def build_for_cli(model: str, src, strict: bool = True, key: Optional[str] = None, dtype: Optional[str] = None,
-                  rename=None):
+                  rename=None, subfolder: Optional[str] = None):
     "Build `model` (a `MODEL_BUILDERS` name) and load `src` into it; returns `(cell, report or None)`."
     if model not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_BUILDERS)} (or 'none' to only rename)")
@@ -716,9 +716,10 @@ def build_for_cli(model: str, src, strict: bool = True, key: Optional[str] = Non
     except ImportError as e:
         raise ImportError(f"--model {model} needs the module {module_name}, which failed to import: {e}") from e
     src = os.fspath(src)
+    extra = {'subfolder': subfolder} if subfolder else {}
     hook = getattr(module, 'converter_for_cli', None)
     if hook is not None:
-        out = hook(src, model=model, strict=strict, key=key, dtype=dtype)
+        out = hook(src, model=model, strict=strict, key=key, dtype=dtype, **extra)
         return out if isinstance(out, tuple) else (out, getattr(out, 'load_report', None))
     builder = getattr(module, builder_name, None)
     if builder is None: raise ImportError(f"--model {model}: {module_name} defines neither converter_for_cli nor {builder_name}")
@@ -726,10 +727,12 @@ def build_for_cli(model: str, src, strict: bool = True, key: Optional[str] = Non
         fn = getattr(module, loader[0], None)
         if fn is None: raise ImportError(f"--model {model}: {module_name} defines neither converter_for_cli nor {loader[0]}")
         cell = builder()
-        return cell, fn(cell, src, strict=strict, **({'dtype': dtype} if dtype else {}))
+        return cell, fn(cell, os.path.join(src, subfolder) if subfolder else src, strict=strict,
+                        **({'dtype': dtype} if dtype else {}))
     if hasattr(builder, 'from_pretrained') and key is None and rename is None:
-        cell = builder.from_pretrained(src, strict=strict, **({'dtype': dtype} if dtype else {}))
+        cell = builder.from_pretrained(src, strict=strict, **({'dtype': dtype} if dtype else {}), **extra)
         return cell, getattr(cell, 'load_report', None)
+    if subfolder: src = os.path.join(src, subfolder)
     cell = builder()
     return cell, load_weights(cell, src, strict=strict, rename=rename, dtype=dtype, key=key)
 
@@ -751,6 +754,7 @@ def convert_main(argv=None) -> int:
     p.add_argument('--key', default=None, help="entry holding the weights in a wrapped checkpoint, e.g. ema, model, state_dict")
     p.add_argument('--dtype', default=None, choices=['fp32', 'fp16', 'bf16'], help="parameter dtype to write")
     p.add_argument('--rename', action='append', default=[], metavar='OLD=NEW', help="rename a name prefix (repeatable)")
+    p.add_argument('--subfolder', default=None, help="a version/part inside --src, e.g. 65x512x512 for Latte, vae")
     args = p.parse_args(argv)
     try:
         rename = _parse_rename(args.rename)
@@ -763,7 +767,7 @@ def convert_main(argv=None) -> int:
             print(f"wrote {len(out)} tensors from {args.src} to {args.target} (names unchanged, no model check)")
             return 0
         cell, report = build_for_cli(args.model, args.src, strict=not args.no_strict, key=args.key, dtype=args.dtype,
-                                     rename=rename)
+                                     rename=rename, subfolder=args.subfolder)
         if report is not None: print(report)
         save_checkpoint_atomic(cell, args.target)
         print(f"wrote {args.target}")

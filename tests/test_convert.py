@@ -269,7 +269,10 @@ def test_cli_none_and_model_hook(tmp_path, monkeypatch, capsys):
         return cell, load_weights(cell, src, strict=kw["strict"])
     mod.converter_for_cli = converter_for_cli
     assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(target), "--no-strict"]) == 0
-    assert calls["model"] == "stdit" and calls["strict"] is False
+    assert calls["model"] == "stdit" and calls["strict"] is False and "subfolder" not in calls
+    assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(target),
+                         "--subfolder", "v1"]) == 0
+    assert calls["subfolder"] == "v1"
 
     torch.save({"other.w": torch.zeros(2)}, tmp_path / "other.pth")
     assert convert_main(["--model", "stdit", "--src", str(tmp_path / "other.pth"), "--target", str(tmp_path / "o.ckpt")]) == 1
