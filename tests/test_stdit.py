@@ -9,7 +9,8 @@ from mindspore import Tensor, ops
 
 from opensora_nb.runtime import set_seed
 from opensora_nb.models.stdit import (STDiT, STDiT_XL_2, STDiTBlock, count_params, load_stdit_checkpoint,
-                                      load_pixart_checkpoint, converter_for_cli, STDIT_RECOMPUTED)
+                                      load_pixart_checkpoint, load_checkpoint, converter_for_cli,
+                                      STDIT_RECOMPUTED)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -353,8 +354,8 @@ def test_torch_checkpoint_round_trip(tmp_path):
     torch.save({"ema": {k: torch.from_numpy(v) for k, v in sd.items()}}, str(path))
     set_seed(99)
     dst = STDiT(**TINY)
-    report = load_stdit_checkpoint(dst, path)
-    assert report.ok and report.loaded == len(sd)
+    report = load_checkpoint(dst, path)                 # recognised as an STDiT checkpoint
+    assert type(report).__name__ == "LoadReport" and report.ok and report.loaded == len(sd)
     for (n, p), (_, q) in zip(src.parameters_and_names(), dst.parameters_and_names()):
         np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=n)
     x, ts, y = Tensor(_rnd(1, 4, 4, 8, 8)), Tensor(np.array([3], np.int32)), Tensor(_rnd(1, 1, 8, 32))
@@ -376,7 +377,7 @@ def test_pixart_initialisation_from_torch_file(tmp_path):
     pix["x_embedder.proj.weight"] = pix["x_embedder.proj.weight"][:, :, 0]          # PixArt's 2-D kernel
     pix["pos_embed"] = rng.standard_normal((1, 256, 64)).astype(np.float32)         # PixArt-512's 64x64 table
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in pix.items()}}, str(tmp_path / "pixart.pth"))
-    rep = load_pixart_checkpoint(m, tmp_path / "pixart.pth")
+    rep = load_checkpoint(m, tmp_path / "pixart.pth")        # recognised as PixArt by content
     assert rep.reshaped == [("x_embedder.proj.weight", (64, 4, 2, 2), (64, 4, 1, 2, 2))]
     assert rep.dropped == ["pos_embed"] and not (rep.unexpected or rep.missing or rep.mismatched)
     assert sorted(rep.at_init) == sorted([f"blocks.{i}.attn_temp.{a}.{w}" for i in range(2) for a in ("qkv", "proj")
