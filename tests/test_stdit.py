@@ -417,7 +417,11 @@ def test_converter_for_cli_reads_geometry_from_the_file(tmp_path, monkeypatch):
     sd = {n: p.asnumpy() for n, p in src.parameters_and_names()}
     sd["pos_embed"], sd["pos_embed_temporal"] = _rnd(1, 256, 64), _rnd(1, 4, 64)
     _save_torch(sd, tmp_path / "s.pth")
-    cell, rep = converter_for_cli(str(tmp_path / "s.pth"), model="stdit")
+    from opensora_nb.convert import build_for_cli
+    cell, rep = build_for_cli("stdit", str(tmp_path / "s.pth"))      # what `opensora-convert --model stdit` calls
     assert built["input_size"] == (4, 32, 32) and built["model_max_length"] == 8 and rep.ok
+    for (n, p), (_, q) in zip(src.parameters_and_names(), cell.parameters_and_names()):
+        if n not in STDIT_RECOMPUTED:
+            np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=n)
     with pytest.raises(ValueError, match="allowed: 'stdit', 'pixart'"):
         converter_for_cli(str(tmp_path / "s.pth"), model="latte")
