@@ -10,7 +10,8 @@
   guidance pair) with 300 caption tokens (the pipeline's T5 length; a single prompt is trimmed to fewer).
   Each depth runs in its own process: `peak_rss_mb` is that process's peak RSS, `peak_delta_mb` the peak minus
   the RSS with the model built and warmed up. The depth-1 step is measured too, so that a 28-layer step can be
-  estimated as t1 + 27 (t2 - t1) (`step_xl_estimate_s`, an extrapolation, not a measurement).
+  estimated as t1 + 27 (t2 - t1) (`step_xl_estimate_s`, an extrapolation, not a measurement). `step_cpu_s` is
+  the process CPU time of the step (all threads): less sensitive to other people's load than the wall time.
 Timings on a shared CPU are noisy. `latte_figures()` returns the dict (bench/plan_models.py merges it under
 "latte"); `python bench/_latte.py` prints it as one JSON line. Environment: LATTE_BENCH_REPEATS (default 2).
 """
@@ -58,13 +59,15 @@ def _worker(num_layers: int, repeats: int):
     t = ms.Tensor(np.array([999, 999], np.int64))
     model(x[:1, :, :1], t[:1], cap[:1, :8]).asnumpy()   # warm-up: kernel selection, first-call costs
     base = _rss_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = model(x, t, cap).asnumpy()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     assert out.shape == (BATCH, 8, frames, size, size) and np.isfinite(out).all()
     print(json.dumps({"num_layers": num_layers, "step_s": min(times), "step_s_all": [round(s, 3) for s in times],
+                      "step_cpu_s": min(cpu),
                       "rss_model_mb": round(base), "peak_rss_mb": round(_peak_mb()),
                       "peak_delta_mb": round(_peak_mb() - base)}))
 
@@ -88,6 +91,7 @@ def latte_figures(repeats: int = REPEATS) -> dict:
         "state_dict_numel": numel, "fp32_gb": round(numel * 4 / 1e9, 2),
         "step_version": VERSION, "step_latent": [BATCH, 4, 5, 32, 32], "step_text_tokens": TEXT_LEN,
         "step_depth": 2, "step_s": round(d2["step_s"], 3), "step_s_all": d2["step_s_all"],
+        "step_cpu_s": round(d2["step_cpu_s"], 2), "step_depth1_cpu_s": round(d1["step_cpu_s"], 2),
         "step_peak_rss_mb": d2["peak_rss_mb"], "step_peak_delta_mb": d2["peak_delta_mb"],
         "step_rss_model_mb": d2["rss_model_mb"],
         "step_depth1_s": round(d1["step_s"], 3), "step_depth1_peak_rss_mb": d1["peak_rss_mb"],
