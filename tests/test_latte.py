@@ -172,6 +172,12 @@ def test_released_folder_round_trip(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k].asnumpy(), b[k].asnumpy())
     assert back.config.video_length == 5 and back.load_report.ok
+    # half precision, as the original samples (torch_dtype=torch.float16)
+    half = LatteT2V.from_pretrained(tmp_path / "Open-Sora-Plan-v1.0.0", subfolder="17x256x256", dtype="fp16")
+    assert half.dtype == ms.float16
+    x, cap, t = ms.Tensor(rand(1, 4, 5, 8, 8)), ms.Tensor(rand(1, 5, 32)), ms.Tensor([600])
+    full, low = back(x, t, cap).asnumpy(), half(x, t, cap)
+    assert low.dtype == ms.float16 and max_err(full, low.asnumpy()) < 2e-2 * np.abs(full).max()
     assert latte_versions_in(tmp_path / "Open-Sora-Plan-v1.0.0") == ["17x256x256"]
     # version-folder errors name the versions present
     with pytest.raises(ValueError, match="17x256x256"):
