@@ -507,8 +507,8 @@ class SigmaSampler(Sampler):
     @property
     def init_noise_sigma(self):
         "The scale of the initial noise: $\\sigma_{\\max}$ (or $\\sqrt{\\sigma_{\\max}^2+1}$ for `leading` spacing)."
-        m = self.sigmas.max()
-        return m if self.config.timestep_spacing in ("linspace", "trailing") else (m ** 2 + 1) ** 0.5
+        m = self.sigmas.max(keepdims=True)          # float32 arithmetic, as diffusers' 0-d tensors
+        return float((m if self.config.timestep_spacing in ("linspace", "trailing") else (m ** 2 + 1) ** 0.5)[0])
 
     def _base_sigmas(self, n):
         "(timesteps float32, sigmas float64 without the final 0, log-sigmas of the training schedule)."
