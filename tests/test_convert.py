@@ -261,6 +261,12 @@ def test_cli_none_and_model_hook(tmp_path, monkeypatch, capsys):
     net = MsNet()
     assert load_weights(net, target).ok
     np.testing.assert_array_equal(net.gn.gamma.asnumpy(), sd["gn.weight"].numpy())
+    assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(tmp_path / "h.ckpt"),
+                         "--dtype", "bf16"]) == 0
+    half = ms.load_checkpoint(str(tmp_path / "h.ckpt"))
+    assert half["body.0.weight"].dtype == ms.bfloat16
+    np.testing.assert_array_equal(half["emb.embedding_table"].float().asnumpy(),
+                                  sd["emb.weight"].to(torch.bfloat16).float().numpy())
 
     calls = {}
     def converter_for_cli(src, **kw):
