@@ -7,7 +7,9 @@ Prints ONE JSON line. Each T5 measurement runs in its own process, so `peak_rss_
 `weights_gb` is the parameter bytes in the load dtype, `peak_over_weights` = peak RSS / weights_gb (goal for
 XXL in bf16: < 1.3). The XXL folder comes from `bench/make_t5_xxl.py` (random weights, full shapes); its
 path is `--xxl_dir` or $T5_XXL_DIR; without it only the tiny T5 is measured. The XXL run needs ~11 GB of RAM
-and encodes 8 captions of 120 tokens (bf16 weights are computed in fp32 on CPU: several minutes on 2 cores).
+and encodes 8 captions of 120 tokens (bf16 weights are computed in fp32 on CPU: several minutes on 2 cores);
+`two_blocks_s` times the first two blocks on that batch and `encode8_estimate_s` scales it to all 24, so a
+run cut by `--xxl_timeout` still reports load figures and an estimate (`timed_out_after_s` says so).
 SD VAE figures come from bench/_sd_vae.py (`sd_vae_figures()`) when that file exists. Timings on a shared
 CPU are noisy.
 """
@@ -38,6 +40,7 @@ def _peak_gb():
 
 
 def _worker(folder: str, dtype: str, encode: bool):
+    "Load, print the load figures at once (flushed), then time 2 blocks on 8x120 tokens, then the full encode."
     import numpy as np
     import mindspore as ms
     from opensora_nb.models.t5 import T5Embedder, T5Encoder
@@ -49,25 +52,52 @@ def _worker(folder: str, dtype: str, encode: bool):
     weights_gb = sum(p.size * (2 if p.dtype in (ms.bfloat16, ms.float16) else 4) for p in model.get_parameters()) / 2**30
     out = {"params": int(sum(p.size for p in model.get_parameters())), "dtype": dtype, "load_s": round(load_s, 2),
            "base_rss_gb": round(base, 3), "load_peak_rss_gb": round(_peak_gb(), 3), "weights_gb": round(weights_gb, 4)}
+    out["load_peak_over_weights"] = round(out["load_peak_rss_gb"] / weights_gb, 3)
+    print(json.dumps(out), flush=True)
     if encode:
         emb = T5Embedder(folder, model_max_length=120, model=model)
+        tok = emb.tokenize(CAPTIONS)
+        ids, mask = ms.Tensor(tok["input_ids"]), ms.Tensor(tok["attention_mask"]).astype(ms.bool_)
+        x = model.shared(ids).astype(ms.float32)
         t0 = time.perf_counter()
-        y, mask = emb.get_text_embeddings(CAPTIONS)
+        pb = None
+        for blk in model.encoder.block[:2]:
+            x, pb = blk(x, mask, pb, model.compute_dtype)
+        x.asnumpy()
+        two = time.perf_counter() - t0
+        out.update(two_blocks_s=round(two, 2),
+                   encode8_estimate_s=round(two * model.config.num_layers / 2, 1))
+        print(json.dumps(out), flush=True)
+        t0 = time.perf_counter()
+        y, _ = emb.get_text_embeddings(CAPTIONS)
         y = y.asnumpy()
         out.update(encode8_s=round(time.perf_counter() - t0, 2), emb_shape=list(y.shape),
                    emb_finite=bool(np.isfinite(y).all()))
     out["peak_rss_gb"] = round(_peak_gb(), 3)
     out["peak_over_weights"] = round(out["peak_rss_gb"] / weights_gb, 3)
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
 
 
 def _measure(folder, dtype, encode=True, timeout=1800):
+    "Run a worker; on timeout keep the last figures it printed and say so."
     env = dict(os.environ, OPENSORA_NB_PROGRESS="0", GLOG_v="3")
-    proc = subprocess.run([sys.executable, __file__, "--worker", str(folder), dtype, str(int(encode))],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", str(folder), dtype, str(int(encode))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        timed_out = True
+    lines = [l for l in stdout.strip().splitlines() if l.startswith("{")]
+    if not lines:
+        err = stderr.strip().splitlines()[-1] if stderr.strip() else f"rc {proc.returncode}"
+        return {"error": f"timed out after {timeout} s" if timed_out else err}
+    out = json.loads(lines[-1])
+    if timed_out: out["timed_out_after_s"] = timeout
+    elif proc.returncode != 0: out["error"] = stderr.strip().splitlines()[-1]
+    return out
 
 
 def _tiny_folder(root: Path) -> Path:
@@ -91,6 +121,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="T5 / SD VAE encoder benchmark (one JSON line)")
     p.add_argument("--xxl_dir", default=os.environ.get("T5_XXL_DIR"))
     p.add_argument("--xxl_dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--xxl_timeout", type=int, default=1500, help="seconds for the XXL worker (load + encode)")
     p.add_argument("--skip_sd_vae", action="store_true")
     args = p.parse_args(argv)
     result = {"bench": "encoders", "cpu_count": os.cpu_count(), "note": "shared 2-core CPU: timings noisy"}
@@ -98,7 +129,7 @@ def main(argv=None):
         folder = _tiny_folder(Path(d) / "t5_tiny")
         result["t5_tiny"] = _measure(folder, "fp32")
     if args.xxl_dir and (Path(args.xxl_dir) / "config.json").is_file():
-        result["t5_xxl"] = dict(_measure(args.xxl_dir, args.xxl_dtype), folder=args.xxl_dir)
+        result["t5_xxl"] = dict(_measure(args.xxl_dir, args.xxl_dtype, timeout=args.xxl_timeout), folder=args.xxl_dir)
     else:
         result["t5_xxl"] = "skipped: no synthetic checkpoint (python bench/make_t5_xxl.py --out DIR; --xxl_dir DIR)"
     if not args.skip_sd_vae and (HERE / "_sd_vae.py").is_file():
