@@ -58,12 +58,13 @@ def test_parity_with_diffusers(reference, ours):
         post = reference.encode(torch.from_numpy(x)).latent_dist
         dec = reference.decode(post.mean).sample.numpy()
     our_post = ours.encode(Tensor(x))
-    errs = {"mean": np.abs(our_post.mean.asnumpy() - post.mean.numpy()).max(),
-            "logvar": np.abs(our_post.logvar.asnumpy() - post.logvar.numpy()).max(),
-            "std": np.abs(our_post.std.asnumpy() - post.std.numpy()).max(),
-            "decoded": np.abs(ours.decode(our_post.mode()).asnumpy() - dec).max()}
-    print("parity max abs errors:", {k: f"{v:.2e}" for k, v in errs.items()})
-    assert all(e <= TOL for e in errs.values()), errs
+    pairs = {"mean": (our_post.mean, post.mean), "logvar": (our_post.logvar, post.logvar),
+             "std": (our_post.std, post.std), "decoded": (ours.decode(our_post.mode()), torch.from_numpy(dec))}
+    errs = {k: float(np.abs(a.asnumpy() - b.numpy()).max()) for k, (a, b) in pairs.items()}
+    scales = {k: max(1.0, float(np.abs(b.numpy()).max())) for k, (a, b) in pairs.items()}
+    print("parity max abs errors:", {k: f"{v:.2e} (output scale {scales[k]:.2f})" for k, v in errs.items()})
+    # fp32: max abs error <= 1e-5 relative to the output scale (max |reference|, at least 1)
+    assert all(errs[k] <= TOL * scales[k] for k in errs), (errs, scales)
     # the same noise gives the same sample; KL matches diffusers'
     noise = np.random.default_rng(2).standard_normal(post.mean.shape).astype(np.float32)
     ref_sample = (post.mean + post.std * torch.from_numpy(noise)).numpy()
@@ -164,7 +165,8 @@ def test_video_wrapper(reference, diffusers_folder, ours):
     np.testing.assert_allclose(z.asnumpy(), ref_z, atol=TOL)
     out = vid.decode(z)
     assert out.shape == (2, 3, 2, 16, 16)
-    np.testing.assert_allclose(out.asnumpy(), ref_dec.reshape(2, 2, 3, 16, 16).permute(0, 2, 1, 3, 4).numpy(), atol=TOL)
+    ref_clip = ref_dec.reshape(2, 2, 3, 16, 16).permute(0, 2, 1, 3, 4).numpy()
+    np.testing.assert_allclose(out.asnumpy(), ref_clip, atol=TOL * max(1.0, np.abs(ref_clip).max()))
     # the default is a posterior sample (as Open-Sora): z = 0.18215 * (mean + std * eps)
     zs = vid.encode(clip_t, generator=np.random.default_rng(4))
     eps = np.random.default_rng(4).standard_normal((4, 4, 8, 8)).astype(np.float32)
