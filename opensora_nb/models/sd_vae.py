@@ -8,7 +8,7 @@ __all__ = ['IM2COL_BYTES', 'SUPPORTED_BLOCKS', 'SD_VAE_CONFIG', 'WEIGHT_NAMES', 
            'DownEncoderBlock2D', 'UpDecoderBlock2D', 'Encoder', 'Decoder', 'DiagonalGaussianDistribution',
            'AutoencoderKL', 'vae_state_dict_to_diffusers', 'VideoAutoencoderKL']
 
-# %% ../../nbs/06_sd_vae.ipynb #24861f21
+# %% ../../nbs/06_sd_vae.ipynb #fae9b56e
 import json
 import re
 from pathlib import Path
@@ -22,7 +22,7 @@ from ..attention import attention
 from ..convert import LazyTensor, load_weights, open_state_dict
 from ..runtime import device_target, get_logger
 
-# %% ../../nbs/06_sd_vae.ipynb #8434f8ce
+# %% ../../nbs/06_sd_vae.ipynb #95f306e0
 IM2COL_BYTES = 128 * 2**20  # largest gathered (im2col) block built at once on CPU
 
 
@@ -65,7 +65,7 @@ def conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1):
     "A torch-style `Conv2d` (zero padding, bias) with parameters `weight (out, in, k, k)` and `bias`."
     return Conv2d(in_channels, out_channels, kernel_size, stride, padding)
 
-# %% ../../nbs/06_sd_vae.ipynb #7c18eed2
+# %% ../../nbs/06_sd_vae.ipynb #f175c5d6
 class ResnetBlock2D(nn.Cell):
     "diffusers' `ResnetBlock2D` as the VAE uses it: GN -> SiLU -> conv, twice, plus a (1x1 conv) shortcut."
     def __init__(self, in_channels, out_channels=None, groups=32, eps=1e-6, dropout=0.0):
@@ -86,7 +86,7 @@ class ResnetBlock2D(nn.Cell):
             x = self.conv_shortcut(x)
         return x + h
 
-# %% ../../nbs/06_sd_vae.ipynb #e744e174
+# %% ../../nbs/06_sd_vae.ipynb #a3c5e1dd
 class Downsample2D(nn.Cell):
     "Pad right/bottom by 1, then a stride-2 3x3 conv: (H, W) -> (H/2, W/2)."
     def __init__(self, channels):
@@ -107,7 +107,7 @@ class Upsample2D(nn.Cell):
         h, w = x.shape[-2:]
         return self.conv(ops.interpolate(x, size=(2 * h, 2 * w), mode='nearest'))
 
-# %% ../../nbs/06_sd_vae.ipynb #acff15d0
+# %% ../../nbs/06_sd_vae.ipynb #495a7a3e
 class VAEAttention(nn.Cell):
     "diffusers' `Attention` as used in the VAE mid-block: GroupNorm, one head of size C, residual."
     def __init__(self, channels, groups=32, eps=1e-6, dropout=0.0):
@@ -126,7 +126,7 @@ class VAEAttention(nn.Cell):
         out = self.to_out[1](self.to_out[0](out))
         return x + out.transpose(0, 2, 1).reshape(b, c, h, w)
 
-# %% ../../nbs/06_sd_vae.ipynb #f82e3195
+# %% ../../nbs/06_sd_vae.ipynb #95edffee
 class UNetMidBlock2D(nn.Cell):
     "resnet, (attention, resnet) -- the bottleneck of encoder and decoder."
     def __init__(self, channels, groups=32, eps=1e-6, add_attention=True):
@@ -172,7 +172,7 @@ class UpDecoderBlock2D(nn.Cell):
             x = self.upsamplers[0](x)
         return x
 
-# %% ../../nbs/06_sd_vae.ipynb #cbd9ee5e
+# %% ../../nbs/06_sd_vae.ipynb #872d9762
 class Encoder(nn.Cell):
     "conv_in -> down_blocks -> mid_block -> GN, SiLU, conv_out (2 x latent channels: mean and log-variance)."
     def __init__(self, in_channels=3, out_channels=4, block_out_channels=(64,), layers_per_block=2,
@@ -222,7 +222,7 @@ class Decoder(nn.Cell):
             x = block(x)
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
-# %% ../../nbs/06_sd_vae.ipynb #ce086c4f
+# %% ../../nbs/06_sd_vae.ipynb #a11449ad
 class DiagonalGaussianDistribution:
     "The VAE posterior $\\mathcal N(\\mu, \\mathrm{diag}\\,\\sigma^2)$ from `parameters` = concat(mean, logvar) on axis 1."
     def __init__(self, parameters: Tensor, deterministic: bool = False):
@@ -266,7 +266,7 @@ class DiagonalGaussianDistribution:
             return ops.zeros((self.mean.shape[0],), self.mean.dtype)
         return 0.5 * (np.log(2.0 * np.pi) + self.logvar + ops.pow(sample - self.mean, 2) / self.var).sum(axis=dims)
 
-# %% ../../nbs/06_sd_vae.ipynb #7813365d
+# %% ../../nbs/06_sd_vae.ipynb #d80c9309
 _log = get_logger(__name__)
 
 SUPPORTED_BLOCKS = {'down_block_types': 'DownEncoderBlock2D', 'up_block_types': 'UpDecoderBlock2D'}
@@ -285,8 +285,8 @@ class AutoencoderKL(nn.Cell):
                  use_quant_conv=True, use_post_quant_conv=True, mid_block_add_attention=True, **other_config):
         super().__init__()
         block_out_channels = tuple(block_out_channels)
-        for key, allowed in SUPPORTED_BLOCKS.items():
-            types = tuple(locals()[key])
+        for key, types in (('down_block_types', tuple(down_block_types)), ('up_block_types', tuple(up_block_types))):
+            allowed = SUPPORTED_BLOCKS[key]
             if len(types) != len(block_out_channels) or any(t != allowed for t in types):
                 raise ValueError(f"{key}={types}: this AutoencoderKL supports only '{allowed}', one per entry of "
                                  f"block_out_channels={block_out_channels}")
@@ -349,7 +349,7 @@ class AutoencoderKL(nn.Cell):
         "Load a diffusers folder (`config.json` + `diffusion_pytorch_model.{safetensors,bin}`) or one SD VAE file."
         return _vae_from_pretrained(cls, path, subfolder, config, dtype, strict)
 
-# %% ../../nbs/06_sd_vae.ipynb #cebdfea2
+# %% ../../nbs/06_sd_vae.ipynb #513ed6ce
 _OLD_ATTENTION = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v', 'proj_attn': 'to_out.0'}
 _LDM_ATTENTION = {'norm': 'group_norm', 'q': 'to_q', 'k': 'to_k', 'v': 'to_v', 'proj_out': 'to_out.0'}
 _TRAINING_ONLY = ('loss.', 'model_ema.')  # LPIPS/discriminator and EMA buffers in LDM training checkpoints
@@ -399,7 +399,7 @@ def vae_state_dict_to_diffusers(state_dict: dict) -> dict:
         out[k] = v
     return out
 
-# %% ../../nbs/06_sd_vae.ipynb #ae6b04b7
+# %% ../../nbs/06_sd_vae.ipynb #b1f15065
 WEIGHT_NAMES = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin',
                 'diffusion_pytorch_model.fp16.safetensors', 'diffusion_pytorch_model.fp16.bin')
 _DOWNLOAD_HINT = ("download e.g. https://huggingface.co/stabilityai/sd-vae-ft-ema (config.json and "
@@ -441,7 +441,7 @@ def _vae_from_pretrained(cls, path, subfolder=None, config=None, dtype=None, str
     model.set_train(False)
     return model
 
-# %% ../../nbs/06_sd_vae.ipynb #9c5d0a54
+# %% ../../nbs/06_sd_vae.ipynb #0400c19c
 SCALING_FACTOR = 0.18215
 
 
