@@ -7,8 +7,9 @@ so its peak memory is its own: `peak_rss_mb` is the process's peak RSS, `peak_de
 with the model built and warmed up (one frame) -- the activation memory the micro-batch size controls.
 Timings on a shared CPU are noisy. `sd_vae_figures()` returns the dict (bench/encoders.py merges it);
 `python bench/_sd_vae.py` prints it as one JSON line. Environment: SD_VAE_BENCH_FRAMES, SD_VAE_BENCH_SIZE.
-Cost: the four runs at 16x64x64 took 2.6 CPU-minutes here (9 min wall at a load of ~24 on 2 cores); 16x256x256
-is 16x the pixels and compute, so about 40 CPU-minutes -- `SD_VAE_BENCH_SIZE=64` gives a quick look.
+Cost: the four runs at 16x64x64 took 2.6 CPU-minutes here (9 min wall at a load of ~24 on 2 cores); at 16x256x256
+(2026-11-30, run one worker at a time, load 12-24 on 2 shared cores) they took 43 min wall: encode mb4 318 s / peak
+RSS 2.6 GB, mb16 305 s / 7.5 GB; decode mb4 622 s / 3.6 GB, mb16 1226 s / 12.1 GB. `SD_VAE_BENCH_SIZE=64` is quick.
 """
 import json
 import os
