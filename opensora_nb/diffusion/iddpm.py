@@ -21,13 +21,7 @@ __all__ = ['BETA_SCHEDULES', 'NAMED_SCHEDULES', 'get_beta_schedule', 'betas_for_
            'CaptionEmbeddings', 'IDDPM']
 
 # %% ../../nbs/04_iddpm.ipynb #7c398b53
-def _progress(iterable, desc=None, total=None):
-    "Progress bar over `iterable`: `opensora_nb.runtime.progress` when present, else tqdm."
-    try:
-        from opensora_nb.runtime import progress
-    except ImportError:
-        from tqdm.auto import tqdm as progress
-    return progress(iterable, desc=desc, total=total)
+from ..runtime import progress as _progress  # the package's progress bar (tqdm)
 
 # %% ../../nbs/04_iddpm.ipynb #6d668feb
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "warmup10", "warmup50")

@@ -21,9 +21,9 @@ from ..runtime import get_logger, progress
 __all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'conv3d_gemm', 'CausalConv3d',
            'Conv2d', 'ResnetBlock3D', 'ResnetBlock2D', 'AttnBlock3D', 'AttnBlock3DFix', 'AttnBlock',
            'SpatialDownsample2x', 'SpatialUpsample2x', 'Downsample', 'Upsample', 'TimeDownsample2x', 'TimeUpsample2x',
-           'TimeDownsampleRes2x', 'TimeUpsampleRes2x', 'DiagonalGaussianDistribution', 'resolve_block', 'Encoder',
-           'Decoder', 'nearest_valid_frames', 'check_num_frames', 'CausalVAEModel', 'torch_name', 'strip_training_keys',
-           'tiny_causalvae_config', 'diffusers_vae_to_ldm', 'inflate_vae2d_to_vae3d']
+           'TimeDownsampleRes2x', 'TimeUpsampleRes2x', 'resolve_block', 'Encoder', 'Decoder', 'nearest_valid_frames',
+           'check_num_frames', 'CausalVAEModel', 'torch_name', 'strip_training_keys', 'tiny_causalvae_config',
+           'diffusers_vae_to_ldm', 'inflate_vae2d_to_vae3d']
 
 # %% ../../nbs/08_causalvae.ipynb #b56bf965
 def cast_tuple(t, length: int = 1) -> tuple:
@@ -371,37 +371,8 @@ class TimeUpsampleRes2x(nn.Cell):
         return alpha * x + (1 - alpha) * self.conv(x)
 
 # %% ../../nbs/08_causalvae.ipynb #601e5540
-class DiagonalGaussianDistribution:
-    "Posterior N(mean, exp(logvar)) from moments (b, 2*z, ...) split on axis 1."
-    def __init__(self, parameters: Tensor, deterministic: bool = False):
-        self.parameters = parameters
-        self.mean, self.logvar = ops.chunk(parameters, 2, axis=1)
-        self.logvar = ops.clamp(self.logvar, -30.0, 20.0)
-        self.deterministic = deterministic
-        self.std = ops.exp(0.5 * self.logvar)
-        self.var = ops.exp(self.logvar)
-        if deterministic:
-            self.var = self.std = ops.zeros_like(self.mean)
-
-    def sample(self, seed: int | None = None) -> Tensor:
-        "mean + std * standard normal noise (numpy generator with `seed` when given)."
-        if seed is None: noise = ops.randn(self.mean.shape, dtype=self.mean.dtype)
-        else: noise = Tensor(np.random.default_rng(seed).standard_normal(self.mean.shape).astype(np.float32), self.mean.dtype)
-        return self.mean + self.std * noise
-
-    def mode(self) -> Tensor:
-        return self.mean
-
-    def kl(self, other: "DiagonalGaussianDistribution" | None = None) -> Tensor:
-        if self.deterministic: return Tensor([0.0])
-        if other is None:
-            return 0.5 * ops.sum(self.mean ** 2 + self.var - 1.0 - self.logvar, dim=[1, 2, 3])
-        return 0.5 * ops.sum((self.mean - other.mean) ** 2 / other.var + self.var / other.var
-                             - 1.0 - self.logvar + other.logvar, dim=[1, 2, 3])
-
-    def nll(self, sample: Tensor, dims=(1, 2, 3)) -> Tensor:
-        if self.deterministic: return Tensor([0.0])
-        return 0.5 * ops.sum(math.log(2.0 * math.pi) + self.logvar + (sample - self.mean) ** 2 / self.var, dim=list(dims))
+# the posterior is the same as the image VAE's (axes 1-3 summed in kl/nll, as the original)
+from .sd_vae import DiagonalGaussianDistribution
 
 # %% ../../nbs/08_causalvae.ipynb #44ed418d
 CAUSALVAE_BLOCKS = {
