@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
+from mindspore.common.initializer import initializer, Normal
 
 from ..attention import attention
-from ..blocks import LayerNorm
+from ..blocks import LayerNorm, TimestepEmbedder
 from ..runtime import get_logger, compute_dtype
 
 # %% auto #0
@@ -194,7 +195,7 @@ class BasicTransformerBlock(nn.Cell):
         else:  # diffusers still builds norm2 for ada_norm_single (used before the MLP)
             self.norm2 = LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, final_dropout=final_dropout)
-        self.scale_shift_table = Parameter(Tensor(np.random.randn(6, dim) / dim ** 0.5, ms.float32),
+        self.scale_shift_table = Parameter(initializer(Normal(sigma=dim ** -0.5), (6, dim), ms.float32),
                                            name="scale_shift_table")
 
     def construct(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
@@ -220,7 +221,7 @@ class TemporalTransformerBlock(nn.Cell):
                                bias=attention_bias)
         self.norm3 = LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, final_dropout=final_dropout)
-        self.scale_shift_table = Parameter(Tensor(np.random.randn(6, dim) / dim ** 0.5, ms.float32),
+        self.scale_shift_table = Parameter(initializer(Normal(sigma=dim ** -0.5), (6, dim), ms.float32),
                                            name="scale_shift_table")
 
     def construct(self, hidden_states, attention_mask=None, encoder_hidden_states=None,
@@ -237,16 +238,7 @@ class TemporalTransformerBlock(nn.Cell):
 # %% ../../nbs/09_latte.ipynb #aebf832c
 def timestep_sinusoid(timesteps, dim: int = 256, max_period: float = 10000.0) -> Tensor:
     "diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: `(N,) -> (N, dim)`, cos half first."
-    half = dim // 2
-    # float32 exponents as torch forms them; exp in float64, rounded once (MindSpore's CPU exp is ~1e-6 off,
-    # which timesteps up to 999 would amplify to ~1e-3 rad)
-    exponent = np.float32(-math.log(max_period)) * np.arange(half, dtype=np.float32) / np.float32(half)
-    freqs = Tensor(np.exp(exponent.astype(np.float64)).astype(np.float32))
-    args = timesteps.astype(ms.float32)[:, None] * freqs[None]
-    emb = ops.cat([ops.cos(args), ops.sin(args)], axis=-1)
-    if dim % 2 == 1:
-        emb = ops.pad(emb, (0, 1))
-    return emb
+    return TimestepEmbedder.timestep_embedding(timesteps, dim, max_period)  # the same features as DiT's
 
 class TimestepEmbedding(nn.Cell):
     "`linear_1 -> SiLU -> linear_2` (diffusers names)."
