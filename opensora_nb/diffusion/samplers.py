@@ -733,6 +733,16 @@ def alpha_sigma_of(sigma):
     return alpha, sigma * alpha
 
 
+def _dpm_solver_2(c, x, a_t, s_t, a_ref, s_ref, h, D0, D1):
+    "The second-order DPM-Solver(++) update from reference point `ref`, for both solver types (midpoint/heun)."
+    if c.algorithm_type == "dpmsolver++":
+        if c.solver_type == "midpoint":
+            return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
+        return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
+    if c.solver_type == "midpoint":
+        return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - 0.5 * (s_t * (np.exp(h) - 1.0)) * D1
+    return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+
 class _MultistepBase(Sampler):
     "Shared by DPM-Solver multistep/singlestep and DEIS: the sigma schedule and model-output conversion."
     prediction_types = ("epsilon", "sample", "v_prediction")
@@ -862,13 +872,7 @@ class DPMSolverMultistepSampler(_MultistepBase):
         h, h0 = l_t - l_s0, l_s0 - l_s1
         r0 = h0 / h
         D0, D1 = m0, 1.0 / r0 * (m0 - m1)
-        if c.algorithm_type == "dpmsolver++":
-            if c.solver_type == "midpoint":
-                return s_t / s_s0 * x - a_t * (np.exp(-h) - 1.0) * D0 - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
-            return s_t / s_s0 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
-        if c.solver_type == "midpoint":
-            return a_t / a_s0 * x - s_t * (np.exp(h) - 1.0) * D0 - 0.5 * (s_t * (np.exp(h) - 1.0)) * D1
-        return a_t / a_s0 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+        return _dpm_solver_2(c, x, a_t, s_t, a_s0, s_s0, h, D0, D1)
 
     def _third_order(self, ms_, x):
         i, c = self._step_index, self.config
@@ -957,13 +961,7 @@ class DPMSolverSinglestepSampler(_MultistepBase):
         h, h0 = l_t - l_s1, l_s0 - l_s1
         r0 = h0 / h
         D0, D1 = m1, 1.0 / r0 * (m0 - m1)
-        if c.algorithm_type == "dpmsolver++":
-            if c.solver_type == "midpoint":
-                return s_t / s_s1 * x - a_t * (np.exp(-h) - 1.0) * D0 - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
-            return s_t / s_s1 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
-        if c.solver_type == "midpoint":
-            return a_t / a_s1 * x - s_t * (np.exp(h) - 1.0) * D0 - 0.5 * (s_t * (np.exp(h) - 1.0)) * D1
-        return a_t / a_s1 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+        return _dpm_solver_2(c, x, a_t, s_t, a_s1, s_s1, h, D0, D1)
 
     def _third_order(self, ms_, x):
         i, c = self._step_index, self.config
