@@ -87,9 +87,14 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1)
     K, L = c * kh * kw, Ho * Wo
     # MindSpore's CPU MatMul runs (o, K) x (K, L) at ~120 GFLOP/s when L is a power of two and ~40 otherwise;
     # (K, L)^T x (K, o) stays near 100 for every L, at the price of one transpose of the result.
+    # With stride 1 in time, all taps go in one product (kt*o, K) x (K, L): bigger products run faster.
     plain = L & (L - 1) == 0
-    wm = [weight[:, :, dt].reshape(o, K) for dt in range(kt)]  # unfold orders columns (c, i, j), like the weight
-    if not plain: wm = [w.T for w in wm]
+    stacked = plain and st == 1 and kt > 1
+    if stacked:
+        wm = weight.transpose(2, 0, 1, 3, 4).reshape(kt * o, K)  # rows (tap, out), columns (c, i, j) like unfold
+    else:
+        wm = [weight[:, :, dt].reshape(o, K) for dt in range(kt)]
+        if not plain: wm = [w.T for w in wm]
     symmetric = top == bottom and left == right
     outs = []
     for bi in range(b):
@@ -106,12 +111,15 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1)
                     cols = ops.unfold(f, (kh, kw), padding=(top, left), stride=(sh, sw))[0]
                 else:
                     cols = ops.unfold(ops.pad(f, (left, right, top, bottom)), (kh, kw), stride=(sh, sw))[0]
+                if stacked: taps = ops.matmul(wm, cols)  # (kt*o, L): row block dt is tap dt
             for dt in range(kt):
                 t, r = divmod(i - dt, st)
                 if r or not 0 <= t < To: continue
-                part = ops.matmul(wm[dt], cols) if plain else _matmul_ta(cols, wm[dt])
+                if stacked: part = taps[dt * o:(dt + 1) * o]
+                else: part = ops.matmul(wm[dt], cols) if plain else _matmul_ta(cols, wm[dt])
                 acc[t] = part if acc[t] is None else acc[t] + part
         del cols
+        if stacked: del taps
         acc = [ops.zeros((o, L) if plain else (L, o), x.dtype) if a is None else a for a in acc]
         y = ops.stack(acc, axis=1) if plain else ops.stack(acc).transpose(2, 0, 1)  # (o, To, L)
         outs.append(y.reshape(o, To, Ho, Wo))
