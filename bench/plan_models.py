@@ -11,6 +11,8 @@ causalvae:
   largest of the call, so the measured peak RSS is the call's peak (the blended output it assembles adds at most
   0.2 GB on top: the full 65x512x512x3 fp32 result). Time is extrapolated: mean full-tile seconds x (sum over all tiles
   of tile voxels) / (full-tile voxels) -- see each entry's `method`.
+- `decode_17x384x384_tiled`: a complete tiled decode of a (1, 4, 5, 48, 48) latent (2 x 2 overlapping tiles, blended),
+  run to the end: the measured time and peak of a whole multi-tile call.
 Every measurement runs in its own subprocess, so `peak_rss_gb` is that process's own peak (`ru_maxrss`),
 `rss_model_gb` its RSS with the model built and warmed up. CPU timings on a shared machine are noisy.
 
@@ -86,6 +88,15 @@ def _worker(name):
         assert np.isfinite(out).all()
         return {"seconds": round(dt, 1), "out_shape": list(out.shape), "rss_model_gb": round(base, 2),
                 "peak_rss_gb": round(_peak_gb(), 2), "method": "one full untiled call, fp32"}
+    if name == "decode_17x384x384_tiled":  # a whole tiled decode, every tile and every blend, run to the end
+        m.enable_tiling()
+        z = ms.Tensor(rng.standard_normal((1, 4, 5, 48, 48)).astype(np.float32))
+        work, full, n = _tile_work(m, (5, 48, 48), m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
+        t0 = time.perf_counter(); out = m.decode(z).asnumpy(); dt = time.perf_counter() - t0
+        assert np.isfinite(out).all()
+        return {"seconds": round(dt, 1), "out_shape": list(out.shape), "tiles": n, "full_tile_equivalents": round(work / full, 2),
+                "rss_model_gb": round(base, 2), "peak_rss_gb": round(_peak_gb(), 2),
+                "method": "one complete tiled call (2x2 spatial tiles with overlap blending), fp32"}
     # tiled 65x512x512: the real call, stopped after TILES full tiles
     m.enable_tiling()
     encode = name.startswith("encode")
@@ -130,7 +141,8 @@ def _run(name):
 
 def causalvae_figures() -> dict:
     out = {}
-    for name in ("params", "encode_65x512x512_tiled", "decode_65x512x512_tiled", "encode_17x256x256", "decode_17x256x256"):
+    for name in ("params", "encode_65x512x512_tiled", "decode_65x512x512_tiled", "encode_17x256x256", "decode_17x256x256",
+                 "decode_17x384x384_tiled"):
         if name in SKIP: continue
         t0 = time.time()
         cached = os.path.join(CACHE, name + ".json") if CACHE else None
