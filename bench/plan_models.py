@@ -43,6 +43,11 @@ def _peak_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+# complete calls: input shape, tiled
+COMPLETE = {"encode_17x256x256": ((1, 3, 17, 256, 256), False), "decode_17x256x256": ((1, 4, 5, 32, 32), False),
+            "decode_17x384x384_tiled": ((1, 4, 5, 48, 48), True)}
+
+
 class _Stop(Exception):
     pass
 
@@ -56,7 +61,7 @@ def _model():
     return m
 
 
-def _tile_work(model, shape, tile, tile_t, overlap):
+def _tile_work(shape, tile, tile_t, overlap):
     "Voxels (frames x h x w) of every tile the tiled call processes, and of one full tile."
     from opensora_nb.models.causalvae import _time_chunks
     t, h, w = shape
@@ -78,25 +83,20 @@ def _worker(name):
     warm = ms.Tensor(rng.standard_normal((1, 3, 5, 16, 16)).astype(np.float32))
     m.decode(m.encode(warm).mode()).asnumpy()  # warm-up: kernel selection, first-call costs
     base = _rss_gb()
-    if name in ("encode_17x256x256", "decode_17x256x256"):
-        if name.startswith("encode"):
-            x = ms.Tensor(rng.standard_normal((1, 3, 17, 256, 256)).astype(np.float32))
-            t0 = time.perf_counter(); out = m.encode(x).mean.asnumpy(); dt = time.perf_counter() - t0
-        else:
-            z = ms.Tensor(rng.standard_normal((1, 4, 5, 32, 32)).astype(np.float32))
-            t0 = time.perf_counter(); out = m.decode(z).asnumpy(); dt = time.perf_counter() - t0
+    if name in COMPLETE:  # one call run to the end
+        shape, tiled = COMPLETE[name]
+        x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+        if tiled: m.enable_tiling()
+        run = (lambda: m.encode(x).mean) if name.startswith("encode") else (lambda: m.decode(x))
+        t0 = time.perf_counter(); out = run().asnumpy(); dt = time.perf_counter() - t0
         assert np.isfinite(out).all()
-        return {"seconds": round(dt, 1), "out_shape": list(out.shape), "rss_model_gb": round(base, 2),
-                "peak_rss_gb": round(_peak_gb(), 2), "method": "one full untiled call, fp32"}
-    if name == "decode_17x384x384_tiled":  # a whole tiled decode, every tile and every blend, run to the end
-        m.enable_tiling()
-        z = ms.Tensor(rng.standard_normal((1, 4, 5, 48, 48)).astype(np.float32))
-        work, full, n = _tile_work(m, (5, 48, 48), m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
-        t0 = time.perf_counter(); out = m.decode(z).asnumpy(); dt = time.perf_counter() - t0
-        assert np.isfinite(out).all()
-        return {"seconds": round(dt, 1), "out_shape": list(out.shape), "tiles": n, "full_tile_equivalents": round(work / full, 2),
-                "rss_model_gb": round(base, 2), "peak_rss_gb": round(_peak_gb(), 2),
-                "method": "one complete tiled call (2x2 spatial tiles with overlap blending), fp32"}
+        res = {"seconds": round(dt, 1), "out_shape": list(out.shape), "rss_model_gb": round(base, 2),
+               "peak_rss_gb": round(_peak_gb(), 2), "method": "one full untiled call, fp32"}
+        if tiled:
+            work, full, n = _tile_work(shape[2:], m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
+            res.update(tiles=n, full_tile_equivalents=round(work / full, 2),
+                       method="one complete tiled call (2x2 spatial tiles with overlap blending), fp32")
+        return res
     # tiled 65x512x512: the real call, stopped after TILES full tiles
     m.enable_tiling()
     encode = name.startswith("encode")
@@ -110,11 +110,11 @@ def _worker(name):
     setattr(m, attr, timed)
     if encode:
         x = ms.Tensor(rng.standard_normal((1, 3, 65, 512, 512)).astype(np.float32))
-        work, full, n = _tile_work(m, (65, 512, 512), m.tile_sample_min_size, m.tile_sample_min_size_t, m.tile_overlap_factor)
+        work, full, n = _tile_work((65, 512, 512), m.tile_sample_min_size, m.tile_sample_min_size_t, m.tile_overlap_factor)
         call = lambda: m.encode(x)
     else:
         x = ms.Tensor(rng.standard_normal((1, 4, 17, 64, 64)).astype(np.float32))
-        work, full, n = _tile_work(m, (17, 64, 64), m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
+        work, full, n = _tile_work((17, 64, 64), m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
         call = lambda: m.decode(x)
     try:
         call()

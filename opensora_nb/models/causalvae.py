@@ -15,6 +15,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
+from ..blocks import fast_plain_matmul, matmul_ta
 from ..runtime import get_logger, progress
 
 # %% auto #0
@@ -69,8 +70,6 @@ def _pad_first_frame(x: Tensor, n: int) -> Tensor:
     first = x[:, :, :1]
     return ops.concat([ops.tile(first, (1, 1, n, 1, 1)), x], axis=2)
 
-_matmul_ta = ops.MatMul(transpose_a=True)
-
 def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0),
                 first_frame_pad: int = 0) -> Tensor:
     """3-D convolution as matrix products, frame by frame: each input frame is unfolded once (`ops.unfold`,
@@ -88,10 +87,9 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1)
     H, W, T = H + top + bottom, W + left + right, T + first_frame_pad + t0 + t1
     To, Ho, Wo = (T - kt) // st + 1, (H - kh) // sh + 1, (W - kw) // sw + 1
     K, L = c * kh * kw, Ho * Wo
-    # MindSpore's CPU MatMul runs (o, K) x (K, L) at ~120 GFLOP/s when L is a power of two and ~40 otherwise;
-    # (K, L)^T x (K, o) stays near 100 for every L, at the price of one transpose of the result.
+    # (o, K) x (K, L) where MindSpore's CPU runs it fast, else (K, L)^T x (K, o) and one transpose of the result.
     # With stride 1 in time, all taps go in one product (kt*o, K) x (K, L): bigger products run faster.
-    plain = L & (L - 1) == 0
+    plain = fast_plain_matmul(L)
     stacked = plain and st == 1 and kt > 1
     if stacked:
         wm = weight.transpose(2, 0, 1, 3, 4).reshape(kt * o, K)  # rows (tap, out), columns (c, i, j) like unfold
@@ -101,7 +99,7 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1)
     symmetric = top == bottom and left == right
     outs = []
     for bi in range(b):
-        acc, src, cols = [None] * To, None, None
+        acc, src, cols, taps = [None] * To, None, None, None
         for i in range((To - 1) * st + kt):  # frames of the padded clip that some output frame reads
             j = i - t0 - first_frame_pad  # its frame in `x`: < 0 is a repeat of frame 0 (or zeros, before that)
             if i < t0 or j >= T - t0 - t1 - first_frame_pad: continue  # zero frame: adds nothing
@@ -119,11 +117,10 @@ def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1)
                 t, r = divmod(i - dt, st)
                 if r or not 0 <= t < To: continue
                 if stacked: part = taps[dt * o:(dt + 1) * o]
-                else: part = ops.matmul(wm[dt], cols) if plain else _matmul_ta(cols, wm[dt])
+                else: part = ops.matmul(wm[dt], cols) if plain else matmul_ta(cols, wm[dt])
                 if acc[t] is None: acc[t] = part if bias is None else _bias_add(part, bias, plain)
                 else: acc[t] = acc[t] + part
-        del cols
-        if stacked: del taps
+        del cols, taps
         for t in range(To):  # output frames that read only zero padding
             if acc[t] is None:
                 acc[t] = ops.zeros((o, L) if plain else (L, o), x.dtype)
@@ -190,7 +187,10 @@ class Conv2d(nn.Conv2d):
 
 # %% ../../nbs/08_causalvae.ipynb #4ccdc38a
 class _ResnetBlock(nn.Cell):
-    def _build(self, in_channels, out_channels, conv_shortcut, dropout, conv3x3, conv1x1):
+    "The block both variants share; a subclass says which convolutions it uses (`_conv3x3`, `_conv1x1`)."
+    def __init__(self, *, in_channels: int, out_channels: int | None = None, conv_shortcut: bool = False, dropout: float = 0.0):
+        super().__init__()
+        conv3x3, conv1x1 = self._conv3x3, self._conv1x1
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
         self.use_conv_shortcut = conv_shortcut
@@ -212,20 +212,16 @@ class _ResnetBlock(nn.Cell):
 
 class ResnetBlock3D(_ResnetBlock):
     "Pre-norm resnet block of causal 3x3x3 convolutions."
-    def __init__(self, *, in_channels: int, out_channels: int | None = None, conv_shortcut: bool = False, dropout: float = 0.0):
-        super().__init__()
-        self._build(in_channels, out_channels, conv_shortcut, dropout,
-                    lambda i, o: CausalConv3d(i, o, 3, padding=1), lambda i, o: CausalConv3d(i, o, 1, padding=0))
+    _conv3x3 = staticmethod(lambda i, o: CausalConv3d(i, o, 3, padding=1))
+    _conv1x1 = staticmethod(lambda i, o: CausalConv3d(i, o, 1, padding=0))
 
     def construct(self, x: Tensor) -> Tensor:
         return self._residual(x)
 
 class ResnetBlock2D(_ResnetBlock):
     "The same block with 3x3 2-D convolutions, applied frame by frame to a video."
-    def __init__(self, *, in_channels: int, out_channels: int | None = None, conv_shortcut: bool = False, dropout: float = 0.0):
-        super().__init__()
-        self._build(in_channels, out_channels, conv_shortcut, dropout,
-                    lambda i, o: Conv2d(i, o, 3, padding=1), lambda i, o: Conv2d(i, o, 1, padding=0))
+    _conv3x3 = staticmethod(lambda i, o: Conv2d(i, o, 3, padding=1))
+    _conv1x1 = staticmethod(lambda i, o: Conv2d(i, o, 1, padding=0))
 
     def construct(self, x: Tensor) -> Tensor:
         if x.ndim == 5:

@@ -20,13 +20,12 @@ from mindspore import Tensor, nn, ops
 
 from ..attention import attention
 from ..convert import LazyTensor, load_weights, open_state_dict
+from ..blocks import fast_plain_matmul, matmul_ta
 from ..runtime import device_target, get_logger
 
 # %% ../../nbs/06_sd_vae.ipynb #95f306e0
 IM2COL_BYTES = 128 * 2**20  # largest gathered (im2col) block built at once on CPU
 
-
-_matmul_ta = ops.MatMul(transpose_a=True)
 
 def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, max_bytes: int = IM2COL_BYTES):
     """A kxk convolution of an already padded `x (B, C, H, W)` as im2col (`ops.unfold`) + matmul, image by image,
@@ -36,9 +35,8 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
     wmat = weight.reshape(o, c * kh * kw)                      # unfold orders the columns (c, i, j), like the weight
     rows = max(1, min(ho, max_bytes // (c * kh * kw * wo * x.itemsize)))  # output rows per gathered block
-    # MindSpore's CPU MatMul runs (o, K) x (K, N) at ~120 GFLOP/s when N is a power of two and ~40 otherwise, while
-    # (K, N)^T x (K, o) stays near 100 for every N (then the result is transposed once per image).
-    plain = wo & (wo - 1) == 0
+    # (o, K) x (K, N) in bands where MindSpore's CPU runs it fast, else (K, N)^T x (K, o), transposed once per image
+    plain = fast_plain_matmul(wo)
     if plain: rows = 1 << (rows.bit_length() - 1)              # bands of r * wo columns, a power of two
     else: wmat = wmat.T
     images = []
@@ -48,7 +46,7 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 
             r = min(rows, ho - r0)
             part = xi if r == ho else xi[:, :, r0 * stride: (r0 + r - 1) * stride + kh]
             cols = ops.unfold(part, (kh, kw), stride=stride)[0]  # (C k k, r * wo)
-            parts.append(ops.matmul(wmat, cols) if plain else _matmul_ta(cols, wmat))
+            parts.append(ops.matmul(wmat, cols) if plain else matmul_ta(cols, wmat))
         y = parts[0] if len(parts) == 1 else ops.cat(parts, axis=1 if plain else 0)
         images.append((y if plain else y.transpose(1, 0)).reshape(o, ho, wo))
     y = ops.stack(images)
