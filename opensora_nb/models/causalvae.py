@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
 from ..blocks import fast_plain_matmul, matmul_ta
-from ..runtime import get_logger, progress
+from ..runtime import device_target, get_logger, progress
 
 # %% auto #0
 __all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'conv3d_gemm', 'CausalConv3d',
@@ -162,7 +162,7 @@ class CausalConv3d(nn.Cell):
         self.conv.weight.set_data(Tensor(w))
 
     def construct(self, x: Tensor) -> Tensor:
-        if ms.get_context("device_target") == "CPU" and self._flops(x.shape) > 2e7:
+        if device_target() == "CPU" and self._flops(x.shape) > 2e7:
             # MindSpore's CPU Conv3d is slow on big inputs: use matrix products (small ones: fewer ops wins)
             return conv3d_gemm(x, self.conv.weight, self.conv.bias, self.stride, self.padding,
                                first_frame_pad=self.time_kernel_size - 1)
