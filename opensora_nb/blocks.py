@@ -15,10 +15,9 @@ from mindspore.common.initializer import initializer, Normal, XavierUniform, Zer
 from .attention import attention
 
 # %% auto #0
-__all__ = ['matmul_ta', 'LayerNorm', 'modulate', 't2i_modulate', 'approx_gelu', 'fast_plain_matmul', 'Mlp', 'PatchEmbed3D',
-           'Attention', 'MultiHeadCrossAttention', 'TimestepEmbedder', 'CaptionEmbedder', 'FinalLayer', 'T2IFinalLayer',
-           'get_1d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed',
-           'get_1d_sincos_pos_embed']
+__all__ = ['LayerNorm', 'modulate', 't2i_modulate', 'approx_gelu', 'Mlp', 'PatchEmbed3D', 'Attention', 'MultiHeadCrossAttention',
+           'TimestepEmbedder', 'CaptionEmbedder', 'FinalLayer', 'T2IFinalLayer', 'get_1d_sincos_pos_embed_from_grid',
+           'get_2d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed', 'get_1d_sincos_pos_embed']
 
 # %% ../nbs/02_blocks.ipynb #ed378cf5
 class LayerNorm(nn.Cell):
@@ -53,13 +52,6 @@ def t2i_modulate(x, shift, scale):
 def approx_gelu():
     "GELU with the tanh approximation (torch `GELU(approximate='tanh')`)."
     return nn.GELU(approximate=True)
-
-# %% ../nbs/02_blocks.ipynb #52d6e0f0
-matmul_ta = ops.MatMul(transpose_a=True)  # (K, n)^T x (K, o) -> (n, o)
-
-def fast_plain_matmul(n: int) -> bool:
-    "Whether MindSpore's CPU MatMul runs `(o, K) x (K, n)` at full speed (n a power of two); else use `matmul_ta`."
-    return n & (n - 1) == 0
 
 # %% ../nbs/02_blocks.ipynb #e71f094c
 class Mlp(nn.Cell):

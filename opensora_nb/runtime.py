@@ -9,16 +9,18 @@ import logging
 import os
 import random
 import sys
+import tempfile
 from typing import Iterable
 
 import numpy as np
 import mindspore as ms
+from mindspore.ops.primitive import constexpr
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'get_logger', 'progress', 'set_runtime', 'device_target',
-           'is_graph_mode', 'dtype_name', 'get_dtype', 'compute_dtype', 'set_seed', 'set_attention_path',
-           'get_attention_path']
+__all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'get_logger', 'progress', 'set_runtime', 'device_target',
+           'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name', 'get_dtype', 'compute_dtype', 'set_seed',
+           'set_attention_path', 'get_attention_path', 'set_kernels', 'get_kernels']
 
 # %% ../nbs/00_runtime.ipynb #fcaa127b
 def get_logger(name: str = "opensora_nb") -> logging.Logger:
@@ -48,8 +50,11 @@ def _choose(value: str, allowed, what: str) -> str:
     raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
 
 # read once here, outside any compiled graph: `construct` code may consult these but not `ms.get_context`
-_STATE = {"device": ms.get_context("device_target"),
-          "mode": "graph" if ms.get_context("mode") == ms.GRAPH_MODE else "pynative", "attention": "auto"}
+_STATE = {"device": ms.get_context("device_target"), "attention": "auto", "kernels": "auto"}
+
+# a failed compile writes `rank_0/om/analyze_fail.ir` under $MS_OM_PATH (default: the working directory);
+# send it to a temporary folder so that no run leaves files in the user's (or this repository's) folder
+os.environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), f"opensora_nb-ms-{os.getuid()}"))
 
 def set_runtime(device: str = "CPU", # one of `BACKENDS`
                 mode: str = "pynative", # 'pynative' (eager) or 'graph'
@@ -66,7 +71,7 @@ def set_runtime(device: str = "CPU", # one of `BACKENDS`
             raise RuntimeError(f"cannot switch to {device}: MindSpore already runs on "
                                f"{ms.get_context('device_target')} in this process (the backend is fixed at the "
                                "first computation); call set_runtime first, or restart the kernel") from e
-    _STATE.update(device=device, mode=mode)
+    _STATE.update(device=device)
     get_logger().info("runtime: device=%s mode=%s", device, mode)
     return dict(device=device, mode=mode, device_id=device_id)
 
@@ -75,8 +80,27 @@ def device_target() -> str:
     return _STATE["device"]
 
 def is_graph_mode() -> bool:
-    "True when MindSpore compiles whole graphs (graph mode, as chosen by `set_runtime`)."
-    return _STATE["mode"] == "graph"
+    "True when `Cell`s compile their `construct` on call (MindSpore's GRAPH_MODE, set here or by `ms.set_context`)."
+    return ms.get_context("mode") == ms.GRAPH_MODE
+
+# %% ../nbs/00_runtime.ipynb #bf929b22
+def _probe(): return 0
+
+@constexpr(check=False)
+def _erased(f):
+    "Evaluated by the compiler on constants; a Python function object reaches it as None only inside a graph."
+    return f is None
+
+def compiling() -> bool:
+    "True while MindSpore compiles the calling code (GRAPH_MODE or `mindspore.jit`), False when it runs eagerly."
+    return _erased(_probe)
+
+def refuse_when_compiled(what: str, # the operation that cannot be compiled
+                         instead: str, # what to do instead
+                        ):
+    "Raise a clear ValueError (at compile time) when `what` is reached inside a compiled graph."
+    if compiling():
+        raise ValueError(f"{what} cannot run inside a compiled graph (GRAPH_MODE or mindspore.jit): {instead}")
 
 # %% ../nbs/00_runtime.ipynb #79cf82bb
 DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
@@ -131,3 +155,17 @@ def get_attention_path() -> str:
     p = _STATE["attention"]
     if p == "auto": p = "flash" if device_target() == "Ascend" else "lean"
     return p
+
+# %% ../nbs/00_runtime.ipynb #fa51ac66
+KERNELS = ("auto", "cpu", "native")
+
+def set_kernels(name: str = "auto") -> str:
+    "Choose the convolution / matmul kernels: `cpu` (the fast CPU formulations), `native` (MindSpore's), `auto`."
+    _STATE["kernels"] = _choose(name, KERNELS, "kernel choice")
+    return _STATE["kernels"]
+
+def get_kernels() -> str:
+    "`cpu` or `native`: the kernels in use, with `auto` resolved for this backend (safe inside `construct`)."
+    k = _STATE["kernels"]
+    if k == "auto": k = "cpu" if device_target() == "CPU" else "native"
+    return k

@@ -20,6 +20,12 @@ from opensora_nb.diffusion.samplers import SAMPLERS, get_sampler, Sampler  # noq
 
 SHAPE = (1, 4, 2, 4, 4)
 TOL = 1e-5
+# Where torch's float32 math differs from correctly rounded values by an ulp, multistep updates carry the difference
+# forward, by an amount that depends on the CPU torch's vectorised kernels run on. DEIS over 250 steps: four of the
+# 1000 training noise levels sqrt((1 - a)/a) differ from diffusers' by one ulp (ours are the correctly rounded roots,
+# checked in float64), giving 1.8e-5 at sample scale 3.3 on one machine and 6.9e-5 at 3.15 on another (AMD EPYC);
+# KDPM2 ancestral with Karras sigmas (log-midpoint timesteps) 6.0e-4 at scale 56.8 there. Final samples still agree.
+TOL_FOR = {("DEISMultistep", 250): 3e-5, ("KDPM2AncestralDiscrete", 25): 2e-5}
 
 MODULES = {
     "PNDM": "scheduling_pndm", "DDIM": "scheduling_ddim", "DDPM": "scheduling_ddpm",
@@ -75,6 +81,7 @@ def run_pair(name, steps, monkeypatch, config=None, step_kw=None, seed=0, model=
     gen = np.random.default_rng(seed + 1)
     uses_gen = "generator" in __import__("inspect").signature(ours.step).parameters
     err = scale = 0.0
+    tol = TOL_FOR.get((name, steps), TOL)
     for t_ours, t_ref in zip(ours.timesteps, ref.timesteps):
         eps = model(ours.scale_model_input(x, t_ours), t_ours)
         x = ours.step(eps, t_ours, x, **step_kw, **({"generator": gen} if uses_gen else {})).prev_sample
@@ -84,7 +91,7 @@ def run_pair(name, steps, monkeypatch, config=None, step_kw=None, seed=0, model=
         assert x.dtype == np.float32 and x.shape == SHAPE
         e = float(np.abs(x.astype(np.float64) - xr_np).max())
         s = float(np.abs(xr_np).max())
-        assert e <= TOL * max(1.0, s), f"{name} {config} t={t_ours}: error {e:.3g} at sample scale {s:.3g}"
+        assert e <= tol * max(1.0, s), f"{name} {config} t={t_ours}: error {e:.3g} at sample scale {s:.3g}"
         err, scale = max(err, e), max(scale, s)
     return err, scale, e
 
@@ -102,7 +109,7 @@ def test_parity_denoiser(name, steps, monkeypatch):
     "With a model that really denoises, samples end O(1) near X0: the final sample agrees to 1e-6 absolute."
     err, scale, final = run_pair(name, steps, monkeypatch, model=denoiser_model)
     print(f"denoiser {name:24s} steps={steps:3d} max_abs_err={err:.3g} max_sample={scale:.3g} final_abs_err={final:.3g}")
-    assert final <= 1e-6
+    assert final <= (2e-6 if (name, steps) in TOL_FOR else 1e-6)   # DEIS-250: 1.1e-6 on the AMD EPYC machine
 
 
 VARIANTS = [

@@ -186,7 +186,8 @@ def test_micro_batches_equal_whole_batch(ours):
     za = whole.encode(clip, generator=np.random.default_rng(0))
     zb = micro.encode(clip, generator=np.random.default_rng(0))
     np.testing.assert_allclose(za.asnumpy(), zb.asnumpy(), atol=1e-6)
-    np.testing.assert_allclose(whole.decode(za).asnumpy(), micro.decode(za).asnumpy(), atol=1e-6)
+    # batched kernels round differently at other batch sizes: 1.2e-6 at output scale 1.7 measured (old code: 1.4e-6)
+    np.testing.assert_allclose(whole.decode(za).asnumpy(), micro.decode(za).asnumpy(), atol=3e-6)
 
 
 def test_bad_micro_batch_and_missing_path(tmp_path, ours):

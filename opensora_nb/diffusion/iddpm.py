@@ -12,6 +12,7 @@ from functools import partial
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+from mindspore.ops.primitive import constexpr
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'NAMED_SCHEDULES', 'get_beta_schedule', 'betas_for_alpha_bar', 'get_named_beta_schedule',
@@ -22,6 +23,8 @@ __all__ = ['BETA_SCHEDULES', 'NAMED_SCHEDULES', 'get_beta_schedule', 'betas_for_
 
 # %% ../../nbs/04_iddpm.ipynb #7c398b53
 from ..runtime import progress as _progress  # the package's progress bar (tqdm)
+from ..runtime import compiling
+from .. import kernels
 
 # %% ../../nbs/04_iddpm.ipynb #6d668feb
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "warmup10", "warmup50")
@@ -127,8 +130,17 @@ def _timesteps_tensor(host, dtype=ms.int32):
     return tensor
 
 
+@constexpr(check=False)
+def _table_f32(arr) -> Tensor:
+    "A float64 schedule table as a float32 tensor constant (what a compiled lookup gathers from)."
+    return Tensor(np.asarray(arr, dtype=np.float64).astype(np.float32))
+
 def _extract_into_tensor(arr, timesteps, broadcast_shape):
     "Gather float64 `arr` at `timesteps`, cast to float32, broadcast to `broadcast_shape` (batch first)."
+    if compiling():  # the same float32 values, gathered in the graph (no host copy of the timesteps there)
+        res = ops.gather(_table_f32(arr), timesteps, 0)
+        res = res.reshape(tuple(res.shape) + (1,) * (len(broadcast_shape) - res.ndim))
+        return ops.broadcast_to(res, tuple(broadcast_shape))
     res = np.asarray(arr, dtype=np.float64)[_timesteps_np(timesteps)].astype(np.float32)
     res = res.reshape(res.shape + (1,) * (len(broadcast_shape) - res.ndim))
     return Tensor(np.ascontiguousarray(np.broadcast_to(res, tuple(broadcast_shape))))
@@ -234,14 +246,15 @@ def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
 
 
 @patch_method(GaussianDiffusion)
-def p_mean_variance(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None):
-    """Apply `model(x, t, **model_kwargs)` and return dict(mean, variance, log_variance, pred_xstart, extra)
-    for $p(x_{t-1} \\mid x_t)$."""
+def p_mean_variance(self, model, x, t, clip_denoised=True, denoised_fn=None, model_kwargs=None, model_output=None):
+    """Apply `model(x, t, **model_kwargs)` (or take its given `model_output`) and return dict(mean, variance,
+    log_variance, pred_xstart, extra) for $p(x_{t-1} \\mid x_t)$."""
     model_kwargs = {} if model_kwargs is None else model_kwargs
     B, C = x.shape[:2]
     if tuple(t.shape) != (B,):
         raise ValueError(f"t must have shape ({B},) (one timestep per sample); got {tuple(t.shape)}")
-    model_output = model(x, t, **model_kwargs)
+    if model_output is None:
+        model_output = model(x, t, **model_kwargs)
     extra = None
     if isinstance(model_output, tuple):
         model_output, extra = model_output
@@ -426,17 +439,20 @@ def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoise
     return final["sample"]
 
 # %% ../../nbs/04_iddpm.ipynb #eeb70fee
+def _as_tensor(o): return o if isinstance(o, Tensor) else Tensor(o, ms.float32)
+
 def normal_kl(mean1, logvar1, mean2, logvar2):
     "KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) per element, in nats; scalars broadcast."
-    if not any(isinstance(o, Tensor) for o in (mean1, logvar1, mean2, logvar2)):
+    if not (isinstance(mean1, Tensor) or isinstance(logvar1, Tensor) or isinstance(mean2, Tensor)
+            or isinstance(logvar2, Tensor)):
         raise ValueError("normal_kl needs at least one MindSpore Tensor argument")
-    logvar1, logvar2 = [o if isinstance(o, Tensor) else Tensor(o, ms.float32) for o in (logvar1, logvar2)]
+    logvar1, logvar2 = _as_tensor(logvar1), _as_tensor(logvar2)
     return 0.5 * (-1.0 + logvar2 - logvar1 + ops.exp(logvar1 - logvar2) + ((mean1 - mean2) ** 2) * ops.exp(-logvar2))
 
 
 def approx_standard_normal_cdf(x):
-    "The tanh approximation of the standard normal CDF."
-    return 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.pow(x, 3))))
+    "The tanh approximation of the standard normal CDF (`kernels.tanh`: MindSpore's CPU float32 tanh is off by 1e-4)."
+    return 0.5 * (1.0 + kernels.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.pow(x, 3))))
 
 
 def discretized_gaussian_log_likelihood(x, *, means, log_scales):
@@ -454,25 +470,29 @@ def discretized_gaussian_log_likelihood(x, *, means, log_scales):
 
 # %% ../../nbs/04_iddpm.ipynb #7bc4de46
 @patch_method(GaussianDiffusion)
-def _vb_terms_bpd(self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None):
+def _vb_terms_bpd(self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None, model_output=None):
     "dict(output=[N] VB term in bits: decoder NLL where t == 0, else the posterior KL; pred_xstart)."
     true_mean, _, true_log_variance_clipped = self.q_posterior_mean_variance(x_start=x_start, x_t=x_t, t=t)
-    out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
-    first = _timesteps_np(t) == 0  # skip a term no sample selects (same result, fewer ops)
-    if not first.all():
-        kl = normal_kl(true_mean, true_log_variance_clipped, out["mean"], out["log_variance"])
-        kl = mean_flat(kl) / math.log(2.0)
-    if first.any():
-        decoder_nll = -discretized_gaussian_log_likelihood(x_start, means=out["mean"],
-                                                           log_scales=0.5 * out["log_variance"])
-        decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
-    if first.all():
-        output = decoder_nll
-    elif not first.any():
-        output = kl
-    else:
-        output = ops.where(Tensor(first), decoder_nll, kl)
+    out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs,
+                               model_output=model_output)
+    terms = (x_start, true_mean, true_log_variance_clipped, out["mean"], out["log_variance"])
+    # compiled: both terms, chosen per sample (no timestep can be read inside a graph); eagerly: only those used
+    output = _vb_select(t, *terms) if compiling() else _vb_select_eager(_timesteps_np(t) == 0, *terms)
     return {"output": output, "pred_xstart": out["pred_xstart"]}
+
+def _kl_bits(true_mean, true_logvar, mean, logvar):
+    return mean_flat(normal_kl(true_mean, true_logvar, mean, logvar)) / math.log(2.0)
+
+def _nll_bits(x_start, mean, logvar):
+    return -mean_flat(discretized_gaussian_log_likelihood(x_start, means=mean, log_scales=0.5 * logvar)) / math.log(2.0)
+
+def _vb_select(t, x_start, true_mean, true_logvar, mean, logvar):
+    return ops.where(t == 0, _nll_bits(x_start, mean, logvar), _kl_bits(true_mean, true_logvar, mean, logvar))
+
+def _vb_select_eager(first, x_start, true_mean, true_logvar, mean, logvar):
+    if first.all(): return _nll_bits(x_start, mean, logvar)
+    if not first.any(): return _kl_bits(true_mean, true_logvar, mean, logvar)
+    return ops.where(Tensor(first), _nll_bits(x_start, mean, logvar), _kl_bits(true_mean, true_logvar, mean, logvar))
 
 
 @patch_method(GaussianDiffusion)
@@ -503,8 +523,8 @@ def training_losses(self, model, x_start, t, model_kwargs=None, noise=None):
                              f"got {tuple(model_output.shape)}")
         model_output, model_var_values = ops.split(model_output, C, axis=1)
         frozen_out = ops.cat([ops.stop_gradient(model_output), model_var_values], axis=1)
-        terms["vb"] = self._vb_terms_bpd(model=lambda *args, r=frozen_out: r, x_start=x_start, x_t=x_t, t=t,
-                                         clip_denoised=False)["output"]
+        terms["vb"] = self._vb_terms_bpd(model=None, x_start=x_start, x_t=x_t, t=t, clip_denoised=False,
+                                         model_output=frozen_out)["output"]
         if self.loss_type == LossType.RESCALED_MSE:
             terms["vb"] = terms["vb"] * (self.num_timesteps / 1000.0)
 
@@ -625,8 +645,8 @@ class SpacedDiffusion(GaussianDiffusion):
         return super().condition_score(self._wrap_model(cond_fn), *args, **kwargs)
 
     def _wrap_model(self, model):
-        if isinstance(model, _WrappedModel):
-            return model
+        if model is None or isinstance(model, _WrappedModel) or self.timestep_map == list(range(self.original_num_steps)):
+            return model  # every step kept (training): the map is the identity
         return _WrappedModel(model, self.timestep_map, self.original_num_steps)
 
     def _scale_timesteps(self, t):

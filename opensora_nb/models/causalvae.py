@@ -15,16 +15,17 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
-from ..blocks import fast_plain_matmul, matmul_ta
-from ..runtime import device_target, get_logger, progress
+from .. import kernels
+from ..kernels import pad_first_frame
+from ..runtime import get_logger, progress, refuse_when_compiled
 
 # %% auto #0
-__all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'conv3d_gemm', 'CausalConv3d',
-           'Conv2d', 'ResnetBlock3D', 'ResnetBlock2D', 'AttnBlock3D', 'AttnBlock3DFix', 'AttnBlock',
-           'SpatialDownsample2x', 'SpatialUpsample2x', 'Downsample', 'Upsample', 'TimeDownsample2x', 'TimeUpsample2x',
-           'TimeDownsampleRes2x', 'TimeUpsampleRes2x', 'resolve_block', 'Encoder', 'Decoder', 'nearest_valid_frames',
-           'check_num_frames', 'CausalVAEModel', 'torch_name', 'strip_training_keys', 'tiny_causalvae_config',
-           'diffusers_vae_to_ldm', 'inflate_vae2d_to_vae3d']
+__all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'CausalConv3d', 'Conv2d',
+           'ResnetBlock3D', 'ResnetBlock2D', 'AttnBlock3D', 'AttnBlock3DFix', 'AttnBlock', 'SpatialDownsample2x',
+           'SpatialUpsample2x', 'Downsample', 'Upsample', 'TimeDownsample2x', 'TimeUpsample2x', 'TimeDownsampleRes2x',
+           'TimeUpsampleRes2x', 'resolve_block', 'Encoder', 'Decoder', 'nearest_valid_frames', 'check_num_frames',
+           'CausalVAEModel', 'torch_name', 'strip_training_keys', 'tiny_causalvae_config', 'diffusers_vae_to_ldm',
+           'inflate_vae2d_to_vae3d']
 
 # %% ../../nbs/08_causalvae.ipynb #b56bf965
 def cast_tuple(t, length: int = 1) -> tuple:
@@ -64,76 +65,6 @@ def _spatial_padding(padding) -> tuple:
         raise ValueError(f"padding must be an int, a (t, h, w) tuple or a 6-tuple, got {padding!r}")
     return (0, 0, int(p[1]), int(p[1]), int(p[2]), int(p[2]))
 
-def _pad_first_frame(x: Tensor, n: int) -> Tensor:
-    "Prepend `n` copies of frame 0 along time (axis 2)."
-    if n <= 0: return x
-    first = x[:, :, :1]
-    return ops.concat([ops.tile(first, (1, 1, n, 1, 1)), x], axis=2)
-
-def conv3d_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0, 0, 0, 0),
-                first_frame_pad: int = 0) -> Tensor:
-    """3-D convolution as matrix products, frame by frame: each input frame is unfolded once (`ops.unfold`,
-    (c*kh*kw, Ho*Wo)) and multiplied by every time tap of the kernel that reads it, accumulating into the output
-    frames it feeds. `padding` is MindSpore's (front, back, top, bottom, left, right) zero padding;
-    `first_frame_pad` first prepends that many copies of frame 0 (CausalConv3d), without copying any frame.
-    Same numbers as Conv3d. On MindSpore's CPU backend the whole CausalVAE runs 4.2x (encode) and 4.4x (decode)
-    faster with it than with per-tap stacks of shifted views (9x128x128: 21.9 s and 47.5 s against 92.4 s and
-    207.9 s), and `nn.Conv3d` is slower still (about 0.4 GFLOP per CPU-second). The largest block alive is one
-    unfolded frame (604 MB at 256 channels and 256x256)."""
-    o, c, kt, kh, kw = weight.shape
-    st, sh, sw = stride
-    t0, t1, top, bottom, left, right = padding
-    b, _, T, H, W = x.shape
-    H, W, T = H + top + bottom, W + left + right, T + first_frame_pad + t0 + t1
-    To, Ho, Wo = (T - kt) // st + 1, (H - kh) // sh + 1, (W - kw) // sw + 1
-    K, L = c * kh * kw, Ho * Wo
-    # (o, K) x (K, L) where MindSpore's CPU runs it fast, else (K, L)^T x (K, o) and one transpose of the result.
-    # With stride 1 in time, all taps go in one product (kt*o, K) x (K, L): bigger products run faster.
-    plain = fast_plain_matmul(L)
-    stacked = plain and st == 1 and kt > 1
-    if stacked:
-        wm = weight.transpose(2, 0, 1, 3, 4).reshape(kt * o, K)  # rows (tap, out), columns (c, i, j) like unfold
-    else:
-        wm = [weight[:, :, dt].reshape(o, K) for dt in range(kt)]
-        if not plain: wm = [w.T for w in wm]
-    symmetric = top == bottom and left == right
-    outs = []
-    for bi in range(b):
-        acc, src, cols, taps = [None] * To, None, None, None
-        for i in range((To - 1) * st + kt):  # frames of the padded clip that some output frame reads
-            j = i - t0 - first_frame_pad  # its frame in `x`: < 0 is a repeat of frame 0 (or zeros, before that)
-            if i < t0 or j >= T - t0 - t1 - first_frame_pad: continue  # zero frame: adds nothing
-            j = max(j, 0)
-            if j != src:
-                f, src = x[bi:bi + 1, :, j], j
-                if kh * kw == 1 and (sh, sw) == (1, 1) and not (top or left or bottom or right):
-                    cols = f.reshape(c, L)
-                elif symmetric:
-                    cols = ops.unfold(f, (kh, kw), padding=(top, left), stride=(sh, sw))[0]
-                else:
-                    cols = ops.unfold(ops.pad(f, (left, right, top, bottom)), (kh, kw), stride=(sh, sw))[0]
-                if stacked: taps = ops.matmul(wm, cols)  # (kt*o, L): row block dt is tap dt
-            for dt in range(kt):
-                t, r = divmod(i - dt, st)
-                if r or not 0 <= t < To: continue
-                if stacked: part = taps[dt * o:(dt + 1) * o]
-                else: part = ops.matmul(wm[dt], cols) if plain else matmul_ta(cols, wm[dt])
-                if acc[t] is None: acc[t] = part if bias is None else _bias_add(part, bias, plain)
-                else: acc[t] = acc[t] + part
-        del cols, taps
-        for t in range(To):  # output frames that read only zero padding
-            if acc[t] is None:
-                acc[t] = ops.zeros((o, L) if plain else (L, o), x.dtype)
-                if bias is not None: acc[t] = _bias_add(acc[t], bias, plain)
-        y = ops.stack(acc, axis=1) if plain else ops.stack(acc).transpose(2, 0, 1)  # (o, To, L)
-        del acc
-        outs.append(y.reshape(o, To, Ho, Wo))
-    return outs[0][None] if b == 1 else ops.stack(outs)
-
-def _bias_add(part: Tensor, bias: Tensor, channels_first: bool) -> Tensor:
-    "`part` (o, L) or (L, o) plus the bias of each channel o. Added frame by frame, the bias costs no extra copy of the whole output."
-    return ops.bias_add(part[None], bias)[0] if channels_first else ops.bias_add(part, bias)
-
 class CausalConv3d(nn.Cell):
     "Conv3d that pads time by repeating the first frame, so frame t only sees frames <= t."
     def __init__(self, chan_in: int, chan_out: int, kernel_size, init_method: str = "random", **kwargs):
@@ -162,15 +93,9 @@ class CausalConv3d(nn.Cell):
         self.conv.weight.set_data(Tensor(w))
 
     def construct(self, x: Tensor) -> Tensor:
-        if device_target() == "CPU" and self._flops(x.shape) > 2e7:
-            # MindSpore's CPU Conv3d is slow on big inputs: use matrix products (small ones: fewer ops wins)
-            return conv3d_gemm(x, self.conv.weight, self.conv.bias, self.stride, self.padding,
-                               first_frame_pad=self.time_kernel_size - 1)
-        return self.conv(_pad_first_frame(x, self.time_kernel_size - 1))
-
-    def _flops(self, shape) -> float:
-        b, c, t, h, w = shape
-        return 2.0 * b * c * self.chan_out * float(np.prod(self.kernel_size)) * t * h * w / float(np.prod(self.stride))
+        # on CPU, frame-wise matrix products for big inputs (MindSpore's CPU Conv3d is slow); see 00a_kernels
+        return kernels.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.padding,
+                                     first_frame_pad=self.time_kernel_size - 1)
 
 # %% ../../nbs/08_causalvae.ipynb #f50837fe
 class Conv2d(nn.Conv2d):
@@ -181,9 +106,11 @@ class Conv2d(nn.Conv2d):
 
     def construct(self, x: Tensor) -> Tensor:
         if x.ndim == 5:
-            t = x.shape[2]
-            return _images_to_frames(super().construct(_frames_to_images(x)), t)
-        return super().construct(x)
+            return _images_to_frames(self._conv(_frames_to_images(x)), x.shape[2])
+        return self._conv(x)
+
+    def _conv(self, x):
+        return kernels.conv2d(x, self.weight, self.bias, self.stride[0], self.padding)
 
 # %% ../../nbs/08_causalvae.ipynb #4ccdc38a
 class _ResnetBlock(nn.Cell):
@@ -247,16 +174,17 @@ class AttnBlock3D(nn.Cell):
         if self.fix_time_axis: x = x.transpose(0, 2, 1, 3, 4)
         return x.reshape(b * t, c, h * w)
 
-    def construct(self, x: Tensor) -> Tensor:
+    def _attend(self, x):
+        "Softmax attention over the h*w positions of each row; the (b*t, c, h*w) operands die on return."
         h_ = self.norm(x)
-        b, c, t, hh, ww = x.shape
         q, k, v = self._to_rows(self.q(h_)), self._to_rows(self.k(h_)), self._to_rows(self.v(h_))
-        del h_
-        w_ = ops.bmm(q.transpose(0, 2, 1), k) * (int(c) ** -0.5)  # (bt, hw_q, hw_k)
-        del q, k
+        w_ = ops.bmm(q.transpose(0, 2, 1), k) * (int(x.shape[1]) ** -0.5)  # (bt, hw_q, hw_k)
         w_ = ops.softmax(w_.astype(ms.float32), axis=2).astype(v.dtype)
-        out = ops.bmm(v, w_.transpose(0, 2, 1))  # (bt, c, hw_q)
-        del v, w_
+        return ops.bmm(v, w_.transpose(0, 2, 1))  # (bt, c, hw_q)
+
+    def construct(self, x: Tensor) -> Tensor:
+        b, c, t, hh, ww = x.shape
+        out = self._attend(x)
         if self.fix_time_axis: out = out.reshape(b, t, c, hh, ww).transpose(0, 2, 1, 3, 4)
         else: out = out.reshape(b, c, t, hh, ww)
         return x + self.proj_out(out)
@@ -348,7 +276,7 @@ class TimeDownsample2x(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         n_out = (x.shape[2] - 1) // 2 + 1
-        return _avg_time(_pad_first_frame(x, self.kernel_size - 1), self.kernel_size, n_out)
+        return _avg_time(pad_first_frame(x, self.kernel_size - 1), self.kernel_size, n_out)
 
 def _linear_up2_time(x: Tensor) -> Tensor:
     "torch trilinear (align_corners=False) x2 along time (axis 2), scale 1 in space."
@@ -381,7 +309,7 @@ class TimeDownsampleRes2x(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         alpha = ops.sigmoid(self.mix_factor)
         n_out = (x.shape[2] - 1) // 2 + 1
-        x = _pad_first_frame(x, self.kernel_size[0] - 1)
+        x = pad_first_frame(x, self.kernel_size[0] - 1)
         return alpha * _avg_time(x, self.kernel_size[0], n_out) + (1 - alpha) * self.conv(x)
 
 class TimeUpsampleRes2x(nn.Cell):
@@ -399,7 +327,8 @@ class TimeUpsampleRes2x(nn.Cell):
 
 # %% ../../nbs/08_causalvae.ipynb #601e5540
 # the posterior is the same as the image VAE's (axes 1-3 summed in kl/nll, as the original)
-from .sd_vae import DiagonalGaussianDistribution
+from .sd_vae import (DiagonalGaussianDistribution, posterior_mode, posterior_sample,
+                                       _posterior_noise)
 
 # %% ../../nbs/08_causalvae.ipynb #44ed418d
 CAUSALVAE_BLOCKS = {
@@ -479,20 +408,21 @@ class Encoder(nn.Cell):
 
     def construct(self, x: Tensor) -> Tensor:
         # The original keeps every intermediate in a list `hs`; only the last one is ever read, so we keep one.
-        h = self.conv_in(x)
-        last_block = None
+        # Its mid takes the last level's last *block* output (not that level's down-sampled copy).
+        h = self.mid(self._levels(self.conv_in(x)))
+        return self.conv_out(nonlinearity(self.norm_out(h)))
+
+    def _levels(self, h):
+        "The down levels; returns the last level's last block output (the rest dies on return)."
+        last = self.num_resolutions - 1
         for i_level, level in enumerate(self.down):
             for i_block, block in enumerate(level.block):
                 h = block(h)
                 if len(level.attn) > 0: h = level.attn[i_block](h)
-            # the original's mid takes the last level's last *block* output `h` (not its downsampled copy)
-            if i_level == self.num_resolutions - 1: last_block = h
-            if hasattr(level, "downsample"): h = level.downsample(h)
-            if hasattr(level, "time_downsample"): h = level.time_downsample(h)
-        del x, h
-        h = self.mid(last_block)
-        del last_block
-        return self.conv_out(nonlinearity(self.norm_out(h)))
+            if i_level < last:
+                if hasattr(level, "downsample"): h = level.downsample(h)
+                if hasattr(level, "time_downsample"): h = level.time_downsample(h)
+        return h
 
 class Decoder(nn.Cell):
     "CausalVAE decoder: (b, z_channels, 1+k, h, w) -> (b, 3, 1+4k, 8h, 8w) for the 4x8x8 config."
@@ -711,10 +641,23 @@ class CausalVAEModel(nn.Cell):
             return self.tiled_decode(z)
         return self._decode_tile(z)
 
-    def construct(self, x: Tensor, sample_posterior: bool = True):
-        posterior = self.encode(x)
-        z = posterior.sample() if sample_posterior else posterior.mode()
-        return self.decode(z), posterior
+    def construct(self, x: Tensor, sample_posterior: bool = True, noise: Tensor | None = None):
+        """Reconstruct `x`: `(video, moments)`; `DiagonalGaussianDistribution(moments)` is the original's returned
+        posterior (a compiled graph can return tensors only). Untiled; tiling runs eagerly through `encode`/`decode`."""
+        if self.use_tiling:
+            refuse_when_compiled("CausalVAE tiling (tiles blended on the host)",
+                                 "call vae.encode / vae.decode eagerly, or vae.disable_tiling() before compiling")
+            posterior = self.encode(x)
+            z = posterior.sample(noise=noise) if sample_posterior else posterior.mode()
+            return self.decode(z), posterior.parameters
+        self._check_video(x, "video", 3)
+        check_num_frames(x.shape[2], self.time_stride)
+        moments = self._encode_tile(x)
+        if sample_posterior:
+            z = posterior_sample(moments, _posterior_noise(moments) if noise is None else noise)
+        else:
+            z = posterior_mode(moments)
+        return self._decode_tile(z), moments
 
     def _encode_tile(self, x: Tensor) -> Tensor:
         return self.quant_conv(self.encoder(x))

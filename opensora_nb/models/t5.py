@@ -20,8 +20,10 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal, One, Zero
+from mindspore.ops.primitive import constexpr
 
-from ..runtime import get_logger, progress, get_dtype, dtype_name, compute_dtype, device_target
+from .. import kernels
+from ..runtime import get_logger, progress, get_dtype, dtype_name, compute_dtype
 from ..attention import attention
 from ..convert import open_state_dict, bf16_bits_to_array
 
@@ -79,8 +81,6 @@ _ACTIVATIONS = {"relu": ops.relu, "gelu": lambda x: ops.gelu(x, approximate="non
                 "gelu_new": _gelu_new, "silu": ops.silu}
 
 # %% ../../nbs/05_t5.ipynb #051318aa
-_matmul_nt = ops.MatMul(transpose_b=True)
-
 class T5Linear(nn.Cell):
     "Bias-free linear layer `y = x W^T` with `weight` (out, in) kept in its storage dtype, cast per call."
     def __init__(self, in_features: int, out_features: int, dtype=ms.float32, std: float = 1.0, lazy: bool = False):
@@ -91,8 +91,7 @@ class T5Linear(nn.Cell):
     def construct(self, x):
         w = self.weight
         if w.dtype != x.dtype: w = w.astype(x.dtype)
-        y = _matmul_nt(x.reshape(-1, x.shape[-1]), w)  # 2-D MatMul: ~5x faster than ops.dense on CPU
-        return y.reshape(*x.shape[:-1], w.shape[0])
+        return kernels.linear(x, w)  # one 2-D product: ~5x faster than ops.dense on CPU
 
 class T5Embedding(nn.Cell):
     "Token embedding with the torch parameter name `weight` (num_embeddings, dim)."
@@ -102,10 +101,7 @@ class T5Embedding(nn.Cell):
         self.weight = Parameter(initializer(init, (num_embeddings, dim), dtype), name="weight")
 
     def construct(self, ids):
-        if self.weight.dtype == ms.bfloat16 and device_target() == "CPU":
-            # no bf16 Gather kernel on CPU: gather the raw 16-bit patterns and view them back as bf16
-            return ops.gather(self.weight.view(ms.int16), ids, 0).view(ms.bfloat16)
-        return ops.gather(self.weight, ids, 0)
+        return kernels.embedding(self.weight, ids)  # bf16 on CPU included
 
 # %% ../../nbs/05_t5.ipynb #1625482c
 class T5LayerNorm(nn.Cell):
@@ -140,6 +136,12 @@ def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool 
     large = np.minimum(large, num_buckets - 1)
     return buckets + np.where(rel < max_exact, rel, large)
 
+@constexpr(check=False)
+def _bucket_table(query_length: int, key_length: int, num_buckets: int, max_distance: int) -> Tensor:
+    "The (Nq, Nk) int32 bucket table of the encoder; built on the host (the compiler evaluates it on constants)."
+    rel = np.arange(key_length)[None, :] - np.arange(query_length)[:, None]
+    return Tensor(relative_position_bucket(rel, True, num_buckets, max_distance).astype(np.int32))
+
 # %% ../../nbs/05_t5.ipynb #020c2ad7
 _FP16_CLAMP = 65504.0 - 1000.0  # what transformers clamps fp16 activations to
 
@@ -165,10 +167,9 @@ class T5Attention(nn.Cell):
 
     def compute_bias(self, query_length: int, key_length: int):
         "Relative position bias, (1, heads, query_length, key_length) in fp32."
-        rel = np.arange(key_length)[None, :] - np.arange(query_length)[:, None]
-        bucket = relative_position_bucket(rel, True, self.relative_attention_num_buckets,
-                                          self.relative_attention_max_distance)
-        values = self.relative_attention_bias(Tensor(bucket.astype(np.int32)))  # (Nq, Nk, heads)
+        bucket = _bucket_table(query_length, key_length, self.relative_attention_num_buckets,
+                               self.relative_attention_max_distance)
+        values = self.relative_attention_bias(bucket)  # (Nq, Nk, heads)
         return values.astype(ms.float32).transpose(2, 0, 1)[None]
 
     def construct(self, x, mask=None, position_bias=None, dtype=ms.float32):
@@ -260,9 +261,7 @@ class T5Encoder(nn.Cell):
         self.dtype = get_dtype(dtype)
         self.shared = T5Embedding(config.vocab_size, config.d_model, self.dtype, lazy=lazy)
         self.encoder = T5Stack(config, self.dtype, lazy)
-
-    @property
-    def compute_dtype(self): return compute_dtype(dtype_name(self.dtype))
+        self.compute_dtype = compute_dtype(dtype_name(self.dtype))  # what the matmuls run in on this backend
 
     def construct(self, input_ids, attention_mask=None):
         if attention_mask is not None: attention_mask = attention_mask.astype(ms.bool_)
