@@ -109,41 +109,39 @@ def _valid_key_groups(key_mask: np.ndarray):
 
 def _real_keys(t, members, n):
     "The first `n` keys of each member sample (a prefix), or its real keys gathered (holes in the mask)."
-    rows = []
-    for b, idx in members:
-        rows.append(t[b][:, :n] if idx is None else ops.gather(t[b], ms.Tensor(idx, ms.int32), 1))
+    rows = [t[b][:, :n] if idx is None else ops.gather(t[b], ms.Tensor(idx, ms.int32), 1) for b, idx in members]
     return ops.stack(rows)
+
+def _lean_group(q, k, v, key_mask, bias, members, n, scale, chunk_bytes):
+    "Attention for the samples `members`, which all have `n` real keys, over those keys only."
+    rows = [b for b, _ in members]
+    every = rows == list(range(q.shape[0]))
+    sel = None if every else ms.Tensor(np.array(rows, np.int32))
+    take = lambda t: t if every else ops.gather(t, sel, 0)
+    qg = take(q)
+    if n == 0:
+        return ops.zeros_like(qg)
+    bg = None if bias is None else (bias if bias.shape[0] == 1 else take(bias))
+    over_keys = bg is not None and bg.shape[-1] != 1     # a bias that varies along keys
+    if all(idx is None for _, idx in members):           # padding at the end: a slice
+        return _chunked(qg, take(k[:, :, :n]), take(v[:, :, :n]), bias=bg[..., :n] if over_keys else bg,
+                        scale=scale, chunk_bytes=chunk_bytes)
+    if over_keys:  # holes in the mask under a bias over keys (T5's relative positions): mask, do not drop
+        return _chunked(qg, take(k), take(v), key_mask=take(key_mask), bias=bg, scale=scale, chunk_bytes=chunk_bytes)
+    return _chunked(qg, _real_keys(k, members, n), _real_keys(v, members, n), bias=bg, scale=scale,
+                    chunk_bytes=chunk_bytes)
 
 def _lean_attention(q, k, v, key_mask=None, bias=None, scale=None, chunk_bytes=None):
     "Eager only: each caption attends to its real keys alone, captions of equal real length batched."
     if key_mask is None:
         return _chunked(q, k, v, bias=bias, scale=scale, chunk_bytes=chunk_bytes)
-    mask = key_mask.asnumpy() if isinstance(key_mask, ms.Tensor) else np.asarray(key_mask)
-    groups = _valid_key_groups(mask)
+    groups = _valid_key_groups(key_mask.asnumpy() if isinstance(key_mask, ms.Tensor) else np.asarray(key_mask))
     if list(groups) == [k.shape[2]]:  # nothing padded
         return _chunked(q, k, v, bias=bias, scale=scale, chunk_bytes=chunk_bytes)
     outs, order = [], []
     for n, members in groups.items():
-        rows = [b for b, _ in members]
-        every = rows == list(range(q.shape[0]))
-        sel = None if every else ms.Tensor(np.array(rows, np.int32))
-        qg = q if every else ops.gather(q, sel, 0)
-        if n == 0:
-            outs.append(ops.zeros_like(qg))
-        else:
-            prefix = all(idx is None for _, idx in members)
-            if prefix and every: kg, vg = k[:, :, :n], v[:, :, :n]
-            elif prefix: kg, vg = ops.gather(k[:, :, :n], sel, 0), ops.gather(v[:, :, :n], sel, 0)
-            else: kg, vg = _real_keys(k, members, n), _real_keys(v, members, n)
-            bg = None
-            if bias is not None:
-                bg = bias if (bias.shape[0] == 1 or every) else ops.gather(bias, sel, 0)
-                if bg.shape[-1] != 1:
-                    if not prefix:
-                        raise NotImplementedError("lean attention with a key bias and a non-prefix key mask")
-                    bg = bg[..., :n]
-            outs.append(_chunked(qg, kg, vg, bias=bg, scale=scale, chunk_bytes=chunk_bytes))
-        order += rows
+        outs.append(_lean_group(q, k, v, key_mask, bias, members, n, scale, chunk_bytes))
+        order += [b for b, _ in members]
     out = outs[0] if len(outs) == 1 else ops.cat(outs, axis=0)
     if order != sorted(order):                             # back to the batch order
         out = ops.gather(out, ms.Tensor(np.argsort(order).astype(np.int32)), 0)

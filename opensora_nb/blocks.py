@@ -191,14 +191,15 @@ class CaptionEmbedder(nn.Cell):
             drop_ids = ops.rand(caption.shape[0]) < self.uncond_prob
         else:
             drop_ids = force_drop_ids == 1
-        return ops.where(drop_ids[:, None, None, None], self.y_embedding.astype(caption.dtype), caption)
+        null = self.y_embedding[:caption.shape[2]]  # captions cut to their shared extent (`trim_caption`) keep as much
+        return ops.where(drop_ids[:, None, None, None], null.astype(caption.dtype), caption)
 
     def construct(self, caption, train=False, force_drop_ids=None):
         if caption.shape[-1] != self.y_embedding.shape[1]:
             raise ValueError(f"caption embedding width {caption.shape[-1]} does not match the model's "
                              f"caption_channels={self.y_embedding.shape[1]} (shape {tuple(caption.shape)})")
-        if train and tuple(caption.shape[2:]) != tuple(self.y_embedding.shape):
-            raise ValueError(f"training captions must be (B, 1, {self.y_embedding.shape[0]}, "
+        if train and (caption.ndim != 4 or caption.shape[2] > self.y_embedding.shape[0]):
+            raise ValueError(f"training captions must be (B, 1, L <= {self.y_embedding.shape[0]}, "
                              f"{self.y_embedding.shape[1]}); got {tuple(caption.shape)}")
         if (train and self.uncond_prob > 0) or force_drop_ids is not None:
             caption = self.token_drop(caption, force_drop_ids)

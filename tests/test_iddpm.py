@@ -323,7 +323,7 @@ def test_sample_plumbing():
     ts, ys, masks = zip(*model.calls)
     assert [t[0] for t in ts] == [999, 666, 333, 0] and all(len(set(t)) == 1 and len(t) == 4 for t in ts)
     assert ys[0] == [1.0, 2.0, -2.0, -2.0]  # [y_cond; y_null]
-    assert masks[0] == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]]  # null reuses the cond mask
+    assert masks[0] == [[1, 0], [1, 1], [1, 0], [1, 1]]  # null reuses the cond mask; unused padding cut
 
 
 def test_sample_ddim_equals_manual_loop():

@@ -233,9 +233,11 @@ def test_training_caption_dropout_uses_null_caption_and_keeps_mask():
     m.set_train(True)
     got = m(x, ts, y, mask).asnumpy()
     with pytest.raises(ValueError, match="model_max_length=8"):
-        m(x, ts, Tensor(_rnd(2, 1, 5, 32)))
+        m(x, ts, Tensor(_rnd(2, 1, 9, 32)))
+    trimmed = m(x[:1], ts[:1], y[:1, :, :3], mask[:1, :3]).asnumpy()   # cut to the caption: the null caption is cut too
     m.set_train(False)
     np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(trimmed, want[:1], atol=1e-6)
 
 
 def test_drop_path_only_in_training():

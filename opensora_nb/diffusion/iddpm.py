@@ -24,6 +24,7 @@ __all__ = ['BETA_SCHEDULES', 'NAMED_SCHEDULES', 'get_beta_schedule', 'betas_for_
 # %% ../../nbs/04_iddpm.ipynb #7c398b53
 from ..runtime import progress as _progress  # the package's progress bar (tqdm)
 from ..runtime import compiling
+from ..attention import trim_caption
 from .. import kernels
 
 # %% ../../nbs/04_iddpm.ipynb #6d668feb
@@ -630,22 +631,25 @@ class SpacedDiffusion(GaussianDiffusion):
                 last_alpha_cumprod = alpha_cumprod
                 self.timestep_map.append(i)
         kwargs["betas"] = np.array(new_betas)
+        self.identity_map = self.timestep_map == list(range(self.original_num_steps))
         super().__init__(**kwargs)
 
+    # (the base class named, not super(): MindSpore's compiler resolves a zero-argument super() of a plain class
+    # back to this class, an endless recursion)
     def p_mean_variance(self, model, *args, **kwargs):
-        return super().p_mean_variance(self._wrap_model(model), *args, **kwargs)
+        return GaussianDiffusion.p_mean_variance(self, self._wrap_model(model), *args, **kwargs)
 
     def training_losses(self, model, *args, **kwargs):
-        return super().training_losses(self._wrap_model(model), *args, **kwargs)
+        return GaussianDiffusion.training_losses(self, self._wrap_model(model), *args, **kwargs)
 
     def condition_mean(self, cond_fn, *args, **kwargs):
-        return super().condition_mean(self._wrap_model(cond_fn), *args, **kwargs)
+        return GaussianDiffusion.condition_mean(self, self._wrap_model(cond_fn), *args, **kwargs)
 
     def condition_score(self, cond_fn, *args, **kwargs):
-        return super().condition_score(self._wrap_model(cond_fn), *args, **kwargs)
+        return GaussianDiffusion.condition_score(self, self._wrap_model(cond_fn), *args, **kwargs)
 
     def _wrap_model(self, model):
-        if model is None or isinstance(model, _WrappedModel) or self.timestep_map == list(range(self.original_num_steps)):
+        if model is None or isinstance(model, _WrappedModel) or self.identity_map:
             return model  # every step kept (training): the map is the identity
         return _WrappedModel(model, self.timestep_map, self.original_num_steps)
 
@@ -770,6 +774,8 @@ class IDDPM(SpacedDiffusion):
         model_args["y"] = ops.cat([model_args["y"], y_null.astype(model_args["y"].dtype)], axis=0)
         if model_args.get("mask") is not None:  # the null caption reuses the conditional mask
             model_args["mask"] = ops.cat([model_args["mask"], model_args["mask"]], axis=0)
+            # the tokens no caption uses change nothing: cut them once, so each compiled step costs the real length
+            model_args["y"], model_args["mask"] = trim_caption(model_args["y"], model_args["mask"], axis=2)
         if additional_args is not None:
             model_args.update(additional_args)
         forward = partial(forward_with_cfg, model, cfg_scale=self.cfg_scale)

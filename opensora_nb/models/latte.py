@@ -25,8 +25,9 @@ __all__ = ['ACTIVATIONS', 'LATTE_VERSIONS', 'Latte_models', 'sincos_1d_from_grid
            'latte_1d_sincos_pos_embed', 'PatchEmbed', 'attention_mask_to_bias', 'Attention', 'GELU', 'GEGLU',
            'ApproximateGELU', 'FeedForward', 'BasicTransformerBlock', 'TemporalTransformerBlock', 'timestep_sinusoid',
            'TimestepEmbedding', 'CombinedTimestepSizeEmbeddings', 'AdaLayerNormSingle', 'CaptionProjection',
-           'LatteConfig', 'LatteT2V', 'latte_version_kwargs', 'LatteT2V_XL_122', 'latte_versions_in',
-           'latte_torch_state_dict', 'save_latte_pretrained', 'load_latte_t2v_init', 'latte_caption_embeddings']
+           'LatteConfig', 'LatteT2V', 'tiny_latte_config', 'latte_version_kwargs', 'LatteT2V_XL_122',
+           'latte_versions_in', 'latte_torch_state_dict', 'save_latte_pretrained', 'load_latte_t2v_init',
+           'latte_caption_embeddings']
 
 # %% ../../nbs/09_latte.ipynb #27f0b649
 def sincos_1d_from_grid(embed_dim: int, pos) -> np.ndarray:
@@ -455,6 +456,14 @@ class LatteT2V(nn.Cell):
         x = x.reshape(B * T, h, w, p, p, c).transpose(0, 5, 1, 3, 2, 4)           # n c h p w q
         x = x.reshape(B, T, c, h * p, w * p).transpose(0, 2, 1, 3, 4)
         return x
+
+# %% ../../nbs/09_latte.ipynb #5009b081
+def tiny_latte_config(**overrides) -> dict:
+    "LatteT2V-XL/122's block layout at toy size (2 heads of 8, 2 layer pairs, 8x8 latents, 3 frames, captions of width 32)."
+    return dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+                cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2,
+                activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+                norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32, video_length=3) | overrides
 
 # %% ../../nbs/09_latte.ipynb #92c8cefc
 LATTE_VERSIONS = ("17x256x256", "65x256x256", "65x512x512")

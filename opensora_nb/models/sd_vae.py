@@ -6,7 +6,7 @@
 __all__ = ['SUPPORTED_BLOCKS', 'SD_VAE_CONFIG', 'WEIGHT_NAMES', 'SCALING_FACTOR', 'Conv2d', 'conv2d', 'ResnetBlock2D',
            'Downsample2D', 'Upsample2D', 'VAEAttention', 'UNetMidBlock2D', 'DownEncoderBlock2D', 'UpDecoderBlock2D',
            'Encoder', 'Decoder', 'posterior_mode', 'posterior_sample', 'DiagonalGaussianDistribution', 'AutoencoderKL',
-           'vae_state_dict_to_diffusers', 'VideoAutoencoderKL']
+           'tiny_sd_vae_config', 'vae_state_dict_to_diffusers', 'VideoAutoencoderKL']
 
 # %% ../../nbs/06_sd_vae.ipynb #fae9b56e
 import json
@@ -341,6 +341,12 @@ class AutoencoderKL(nn.Cell):
                         strict: bool = True):
         "Load a diffusers folder (`config.json` + `diffusion_pytorch_model.{safetensors,bin}`) or one SD VAE file."
         return _vae_from_pretrained(cls, path, subfolder, config, dtype, strict)
+
+# %% ../../nbs/06_sd_vae.ipynb #a78e9f6d
+def tiny_sd_vae_config(**overrides) -> dict:
+    "The SD VAE's architecture at toy size (two levels of 32 and 64 channels, downsampling 2): for tests and notebooks."
+    return dict(block_out_channels=(32, 64), down_block_types=('DownEncoderBlock2D',) * 2,
+                up_block_types=('UpDecoderBlock2D',) * 2, layers_per_block=1, latent_channels=4, sample_size=32) | overrides
 
 # %% ../../nbs/06_sd_vae.ipynb #513ed6ce
 _OLD_ATTENTION = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v', 'proj_attn': 'to_out.0'}

@@ -19,9 +19,9 @@ from ..blocks import (
     T2IFinalLayer, approx_gelu, t2i_modulate, get_1d_sincos_pos_embed, get_2d_sincos_pos_embed)
 
 # %% auto #0
-__all__ = ['STDIT_RECOMPUTED', 'DropPath', 'STDiTBlock', 'STDiT', 'STDiT_XL_2', 'count_params', 'stdit_state_dict',
-           'load_stdit_checkpoint', 'PixArtInitReport', 'pixart_to_stdit_state_dict', 'load_pixart_checkpoint',
-           'is_pixart_state_dict', 'load_checkpoint', 'converter_for_cli']
+__all__ = ['STDIT_RECOMPUTED', 'DropPath', 'STDiTBlock', 'STDiT', 'tiny_stdit_config', 'STDiT_XL_2', 'count_params',
+           'stdit_state_dict', 'load_stdit_checkpoint', 'PixArtInitReport', 'pixart_to_stdit_state_dict',
+           'load_pixart_checkpoint', 'is_pixart_state_dict', 'load_checkpoint', 'converter_for_cli']
 
 # %% ../../nbs/03_stdit.ipynb #f52d4995
 class DropPath(nn.Cell):
@@ -273,8 +273,8 @@ class STDiT(nn.Cell):
         if y.ndim != 4 or y.shape[1] != 1 or y.shape[3] != self.caption_channels or y.shape[0] != B:
             raise ValueError(f"caption embedding y has shape {tuple(y.shape)}; expected (B, 1, L, caption_channels) = "
                              f"({B}, 1, L, {self.caption_channels})")
-        if self.training and y.shape[2] != self.model_max_length:
-            raise ValueError(f"in training, y must have model_max_length={self.model_max_length} tokens "
+        if self.training and y.shape[2] > self.model_max_length:
+            raise ValueError(f"in training, y may have at most model_max_length={self.model_max_length} tokens "
                              f"(the null caption replaces whole captions); got {y.shape[2]}")
         if mask is not None:
             L = y.shape[2]
@@ -314,6 +314,12 @@ class STDiT(nn.Cell):
         c = self.out_channels
         x = x.reshape(x.shape[0], N_t, N_h, N_w, T_p, H_p, W_p, c).transpose(0, 7, 1, 4, 2, 5, 3, 6)
         return x.reshape(x.shape[0], c, N_t * T_p, N_h * H_p, N_w * W_p)
+
+# %% ../../nbs/03_stdit.ipynb #4322a675
+def tiny_stdit_config(**overrides) -> dict:
+    "STDiT's architecture at toy size (4 latent frames of 8x8, hidden 64, 2 blocks, 8 caption tokens of width 32)."
+    return dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=64, depth=2, num_heads=4,
+                caption_channels=32, model_max_length=8) | overrides
 
 # %% ../../nbs/03_stdit.ipynb #37367d6b
 def STDiT_XL_2(from_pretrained: str = None, **kwargs) -> STDiT:

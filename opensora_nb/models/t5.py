@@ -30,8 +30,8 @@ from ..convert import open_state_dict, bf16_bits_to_array
 # %% auto #0
 __all__ = ['T5Config', 'T5Linear', 'T5Embedding', 'T5LayerNorm', 'relative_position_bucket', 'T5Attention',
            'T5LayerSelfAttention', 'T5DenseGatedActDense', 'T5DenseActDense', 'T5LayerFF', 'T5Block', 'T5Stack',
-           'T5Encoder', 't5_weight_files', 'load_t5_weights', 'T5Tokenizer', 'basic_clean', 'clean_caption',
-           'text_preprocessing', 'T5Embedder', 'T5TextEncoder']
+           'T5Encoder', 'tiny_t5_config', 't5_weight_files', 'load_t5_weights', 'T5Tokenizer', 'basic_clean',
+           'clean_caption', 'text_preprocessing', 'T5Embedder', 'T5TextEncoder']
 
 # %% ../../nbs/05_t5.ipynb #42e12bc9
 @dataclass
@@ -272,6 +272,13 @@ class T5Encoder(nn.Cell):
     def from_pretrained(cls, folder, dtype=None, strict: bool = True) -> "T5Encoder":
         "Build from a Hugging Face T5 folder (config.json + weights), streaming the weights in; see below."
         return _t5_from_pretrained(cls, folder, dtype, strict)
+
+# %% ../../nbs/05_t5.ipynb #00981e5b
+def tiny_t5_config(**overrides) -> T5Config:
+    "T5-v1.1's encoder (gated GELU, relative buckets) at toy size: for tests and notebooks."
+    return T5Config(**{**dict(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
+                              relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                              feed_forward_proj="gated-gelu"), **overrides})
 
 # %% ../../nbs/05_t5.ipynb #9c5a1f2a
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
