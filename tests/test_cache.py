@@ -9,7 +9,8 @@ from safetensors.numpy import save_file
 
 import mindspore as ms
 
-from opensora_nb.data.cache import infer_t5_main, load_text_cache
+from opensora_nb.commands import infer_t5_main
+from opensora_nb.data.cache import load_text_cache
 from opensora_nb.models.t5 import T5Config, T5Encoder, T5Embedder
 
 
@@ -80,13 +81,16 @@ def test_csv_without_file_column_names_by_row(t5_folder, tmp_path):
     assert load_text_cache(tmp_path / "00000001.npz")["text_emb"].shape == (8, 16)
 
 
-def test_missing_caption_column(t5_folder, tmp_path):
+def test_missing_caption_column(t5_folder, tmp_path, capsys):
     _write_csv(tmp_path / "v.csv", ["a red circle"], header="path,text")
-    with pytest.raises(ValueError, match=r"no column 'caption'; columns present: \['path', 'text'\]"):
+    with pytest.raises(SystemExit) as e:
         infer_t5_main(["--csv_path", str(tmp_path / "v.csv"), "--t5_model_dir", str(t5_folder)])
+    assert e.value.code == 1
+    assert "no column 'caption'; columns present: ['path', 'text']" in capsys.readouterr().err
 
 
-def test_missing_t5_folder(tmp_path):
+def test_missing_t5_folder(tmp_path, capsys):
     _write_csv(tmp_path / "v.csv", ["a red circle"])
-    with pytest.raises(FileNotFoundError, match="spiece.model"):
+    with pytest.raises(SystemExit) as e:
         infer_t5_main(["--csv_path", str(tmp_path / "v.csv"), "--t5_model_dir", str(tmp_path / "no_t5")])
+    assert e.value.code == 1 and "spiece.model" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from opensora_nb.convert import (LoadReport, convert_main, iter_state_dict, load_weights, open_state_dict,
+from opensora_nb.commands import convert_main
+from opensora_nb.weights import (LoadReport, iter_state_dict, load_weights, open_state_dict,
                                  read_state_dict, save_checkpoint_atomic)
 
 torch = pytest.importorskip("torch")
@@ -250,11 +251,13 @@ def test_cli_none_and_model_hook(tmp_path, monkeypatch, capsys):
     assert sorted(raw) == sorted(sd)
     np.testing.assert_array_equal(raw["emb.weight"], sd["emb.weight"].numpy())
 
-    mod = types.ModuleType("fake_models_for_convert_test")
-    mod.MsNet = MsNet
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    from opensora_nb import convert
-    monkeypatch.setitem(convert.MODEL_BUILDERS, "stdit", f"{mod.__name__}:MsNet")
+    from opensora_nb import commands
+    calls = {}
+    def convert_msnet(src, strict, key, dtype, subfolder, rename):   # a stand-in for a model's conversion
+        calls.update(src=src, strict=strict, subfolder=subfolder)
+        cell = MsNet()
+        return cell, load_weights(cell, src, strict=strict, dtype=dtype)
+    monkeypatch.setattr(commands, "_converters", lambda: {"stdit": convert_msnet})
     target = tmp_path / "out" / "net.ckpt"
     assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(target)]) == 0
     assert "loaded 13/13" in capsys.readouterr().out
@@ -267,15 +270,8 @@ def test_cli_none_and_model_hook(tmp_path, monkeypatch, capsys):
     assert half["body.0.weight"].dtype == ms.bfloat16
     np.testing.assert_array_equal(half["emb.embedding_table"].float().asnumpy(),
                                   sd["emb.weight"].to(torch.bfloat16).float().numpy())
-
-    calls = {}
-    def converter_for_cli(src, **kw):
-        calls.update(kw, src=src)
-        cell = MsNet()
-        return cell, load_weights(cell, src, strict=kw["strict"])
-    mod.converter_for_cli = converter_for_cli
     assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(target), "--no-strict"]) == 0
-    assert calls["model"] == "stdit" and calls["strict"] is False and "subfolder" not in calls
+    assert calls["strict"] is False and calls["subfolder"] is None
     assert convert_main(["--model", "stdit", "--src", str(tmp_path / "net.pth"), "--target", str(target),
                          "--subfolder", "v1"]) == 0
     assert calls["subfolder"] == "v1"

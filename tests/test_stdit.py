@@ -9,7 +9,7 @@ from mindspore import Tensor, ops
 
 from opensora_nb.runtime import set_seed
 from opensora_nb.models.stdit import (STDiT, STDiT_XL_2, STDiTBlock, count_params, load_stdit_checkpoint,
-                                      load_pixart_checkpoint, load_checkpoint, converter_for_cli,
+                                      load_pixart_checkpoint, load_checkpoint,
                                       STDIT_RECOMPUTED)
 
 torch = pytest.importorskip("torch")
@@ -408,7 +408,7 @@ def test_pixart_initialisation_from_torch_file(tmp_path):
     assert rep.unexpected == ["csize_embedder.mlp.0.weight"]
 
 
-def test_converter_for_cli_reads_geometry_from_the_file(tmp_path, monkeypatch):
+def test_convert_builds_for_the_file_geometry(tmp_path, monkeypatch):
     "The opensora-convert hook builds STDiT-XL/2 for the file's latent size (checked on a depth-0 shape stand-in)."
     import opensora_nb.models.stdit as mod
     built = {}
@@ -421,11 +421,11 @@ def test_converter_for_cli_reads_geometry_from_the_file(tmp_path, monkeypatch):
     sd = {n: p.asnumpy() for n, p in src.parameters_and_names()}
     sd["pos_embed"], sd["pos_embed_temporal"] = _rnd(1, 256, 64), _rnd(1, 4, 64)
     _save_torch(sd, tmp_path / "s.pth")
-    from opensora_nb.convert import build_for_cli
-    cell, rep = build_for_cli("stdit", str(tmp_path / "s.pth"))      # what `opensora-convert --model stdit` calls
+    from opensora_nb.commands import build_for_convert
+    cell, rep = build_for_convert("stdit", str(tmp_path / "s.pth"))      # what `opensora-convert --model stdit` calls
     assert built["input_size"] == (4, 32, 32) and built["model_max_length"] == 8 and rep.ok
     for (n, p), (_, q) in zip(src.parameters_and_names(), cell.parameters_and_names()):
         if n not in STDIT_RECOMPUTED:
             np.testing.assert_array_equal(p.asnumpy(), q.asnumpy(), err_msg=n)
-    with pytest.raises(ValueError, match="allowed: 'stdit', 'pixart'"):
-        converter_for_cli(str(tmp_path / "s.pth"), model="latte")
+    with pytest.raises(ValueError, match="choose one of"):
+        build_for_convert("stdit3", str(tmp_path / "s.pth"))

@@ -11,7 +11,7 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 
-from opensora_nb import vae_rec  # noqa: E402
+from opensora_nb import commands, vae_rec  # noqa: E402
 from opensora_nb.data.video import read_video_frames, write_video  # noqa: E402
 from opensora_nb.metrics import psnr, ssim  # noqa: E402
 
@@ -59,7 +59,7 @@ def model_folder(tmp_path):
 
 def run_cli(monkeypatch, vae, args):
     monkeypatch.setattr(vae_rec, "load_causalvae", lambda path: (vae_rec.resolve_vae_folder(path), vae)[1])
-    return vae_rec.vae_rec_main([str(a) for a in args])
+    return commands.vae_rec_main([str(a) for a in args])
 
 
 def test_identity_vae_reconstructs_exactly(tmp_path, clip_path, monkeypatch, capsys):
@@ -108,12 +108,12 @@ def test_bad_frame_count_names_nearest_valid_counts(tmp_path, clip_path, monkeyp
 
 def test_missing_model_and_video_are_clear_errors(tmp_path, clip_path, capsys):
     with pytest.raises(SystemExit):
-        vae_rec.vae_rec_main(["--model_path", str(tmp_path / "nowhere"), "--video_path", str(clip_path),
+        commands.vae_rec_main(["--model_path", str(tmp_path / "nowhere"), "--video_path", str(clip_path),
                               "--rec_path", str(tmp_path / "r.mp4"), "--num_frames", "5"])
     err = capsys.readouterr().err
     assert "nowhere" in err and "Open-Sora-Plan-v1.0.0" in err
     with pytest.raises(SystemExit):
-        vae_rec.vae_rec_main(["--model_path", str(model_folder(tmp_path)), "--video_path", str(tmp_path / "no.mp4"),
+        commands.vae_rec_main(["--model_path", str(model_folder(tmp_path)), "--video_path", str(tmp_path / "no.mp4"),
                               "--rec_path", str(tmp_path / "r.mp4"), "--num_frames", "5"])
     assert "no.mp4" in capsys.readouterr().err      # reported before any model is loaded
 
@@ -125,7 +125,7 @@ def test_tiny_random_causalvae_folder_end_to_end(tmp_path, clip_path, capsys):
     ms.set_seed(0)
     cv.CausalVAEModel.from_config(cv.tiny_causalvae_config()).save_pretrained(tmp_path / "model" / "vae")
     out = tmp_path / "rec.mp4"
-    s = vae_rec.vae_rec_main([str(a) for a in ["--model_path", tmp_path / "model", "--video_path", clip_path,
+    s = commands.vae_rec_main([str(a) for a in ["--model_path", tmp_path / "model", "--video_path", clip_path,
                                                "--rec_path", out, "--num_frames", 5, "--resolution", 16,
                                                "--crop_size", 16, "--enable_tiling", "--mode"]])
     assert np.isfinite(s["psnr"]) and -1 <= s["ssim"] <= 1

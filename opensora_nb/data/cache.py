@@ -5,17 +5,16 @@
 # %% ../../nbs/13_cache.ipynb #86e9c44c
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..runtime import get_logger, progress, set_runtime, device_target
+from ..runtime import get_logger, progress
 
 # %% auto #0
-__all__ = ['read_caption_csv', 'cache_path', 'save_text_cache', 'load_text_cache', 'cache_t5_embeddings', 'infer_t5_main']
+__all__ = ['read_caption_csv', 'cache_path', 'save_text_cache', 'load_text_cache', 'cache_t5_embeddings']
 
 # %% ../../nbs/13_cache.ipynb #b374bbc0
 def read_caption_csv(csv_path, caption_column: str = "caption", file_column: str = "video") -> list[dict]:
@@ -83,36 +82,3 @@ def cache_t5_embeddings(embedder, rows: list[dict], output_dir, batch_size: int 
         for j, i in enumerate(idx):
             save_text_cache(paths[i], tok["input_ids"][j], tok["attention_mask"][j], emb[j])
     return dict(written=len(todo), skipped=skipped, total=len(rows))
-
-# %% ../../nbs/13_cache.ipynb #9b550c78
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="opensora-infer-t5",
-                                description="Cache T5 text embeddings of a captions CSV, one .npz per caption.")
-    p.add_argument("--csv_path", required=True, help="CSV with a caption column (and a video/file column)")
-    p.add_argument("--caption_column", default="caption", help="column holding the captions")
-    p.add_argument("--file_column", default="video",
-                   help="column naming each item; its path with .npz is the cache file (row number if absent)")
-    p.add_argument("--output_path", default=None, help="cache folder (default: the CSV's folder)")
-    p.add_argument("--t5_model_dir", default="models/t5-v1_1-xxl",
-                   help="Hugging Face T5 folder: config.json, spiece.model, weights")
-    p.add_argument("--model_max_length", type=int, default=120, help="tokens per caption")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="T5 weight dtype")
-    p.add_argument("--device", default="CPU", choices=["CPU", "GPU", "Ascend"])
-    p.add_argument("--no_text_preprocessing", action="store_true",
-                   help="skip the original's caption cleaning (only lower-case and strip)")
-    return p
-
-def infer_t5_main(argv=None) -> dict:
-    "Console entry point `opensora-infer-t5`."
-    from opensora_nb.models.t5 import T5Embedder
-    args = _parser().parse_args(argv)
-    if args.device != device_target(): set_runtime(args.device)  # the runtime can be chosen only once
-    rows = read_caption_csv(args.csv_path, args.caption_column, args.file_column)
-    output = Path(args.output_path) if args.output_path else Path(args.csv_path).parent
-    embedder = T5Embedder(args.t5_model_dir, model_max_length=args.model_max_length, dtype=args.dtype,
-                          use_text_preprocessing=not args.no_text_preprocessing)
-    result = cache_t5_embeddings(embedder, rows, output, args.batch_size)
-    get_logger("data.cache").info("T5 cache in %s: %d written, %d already there", output,
-                                  result["written"], result["skipped"])
-    return result

@@ -18,6 +18,7 @@ from mindspore import nn, ops, Tensor, Parameter
 from .. import kernels
 from ..kernels import pad_first_frame
 from ..runtime import get_logger, progress, refuse_when_compiled
+from ..weights import from_pretrained
 
 # %% auto #0
 __all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'CausalConv3d', 'Conv2d',
@@ -527,7 +528,7 @@ def _blend_h(a: np.ndarray, b: np.ndarray, blend_extent: int) -> np.ndarray:
     return b
 
 # %% ../../nbs/08_causalvae.ipynb #db97e7d4
-_CONFIG_NAME, _WEIGHTS_NAMES = "config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "pytorch_model.bin")
+_CONFIG_NAME, _WEIGHTS_NAME = "config.json", "diffusion_pytorch_model.safetensors"
 _DOWNLOAD_HINT = ("download the `vae` folder of LanguageBind/Open-Sora-Plan-v1.0.0 (config.json + "
                   "diffusion_pytorch_model.safetensors) and pass that folder")
 
@@ -589,22 +590,10 @@ class CausalVAEModel(nn.Cell):
     def from_pretrained(cls, folder: str | os.PathLike, subfolder: str | None = None, strict: bool = True,
                         dtype=None) -> "CausalVAEModel":
         "Load the released folder: `config.json` + `diffusion_pytorch_model.safetensors` (torch names)."
-        from opensora_nb.convert import load_weights
-        folder = Path(folder) / subfolder if subfolder else Path(folder)
-        cfg = folder / _CONFIG_NAME
-        if not cfg.is_file():
-            raise FileNotFoundError(f"no {_CONFIG_NAME} in {folder}: {_DOWNLOAD_HINT}")
-        weights = next((folder / n for n in _WEIGHTS_NAMES if (folder / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"none of {', '.join(_WEIGHTS_NAMES)} in {folder}: {_DOWNLOAD_HINT}")
-        model = cls.from_config(cfg)
-        # torch names load as they are (GroupNorm weight/bias -> gamma/beta by convert); `loss.*` (LPIPS,
-        # discriminator) entries of a training checkpoint are dropped and reported as ignored.
-        report = load_weights(model, str(weights), strict=strict, dtype=dtype,
-                              rename=lambda k: None if k.startswith("loss.") else k)
-        get_logger(__name__).info("CausalVAE loaded from %s: %s", weights, report)
-        model.load_report = report
-        return model
+        # torch names load as they are (GroupNorm weight/bias -> gamma/beta); `loss.*` (LPIPS, discriminator)
+        # entries of a training checkpoint are dropped and reported as ignored
+        return from_pretrained(cls, folder, subfolder, strict=strict, dtype=dtype, hint=_DOWNLOAD_HINT,
+                               rename=lambda k: None if k.startswith("loss.") else k)
 
     def torch_state_dict(self) -> dict:
         "Parameters as numpy arrays under the original torch names (GroupNorm gamma/beta -> weight/bias)."
@@ -617,7 +606,7 @@ class CausalVAEModel(nn.Cell):
         cfg = {"_class_name": "CausalVAEModel", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}}
         (folder / _CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file({k: np.ascontiguousarray(v) for k, v in self.torch_state_dict().items()},
-                  str(folder / _WEIGHTS_NAMES[0]))
+                  str(folder / _WEIGHTS_NAME))
 
     # ---- encode / decode ----
     def _check_video(self, x: Tensor, what: str, channels: int):

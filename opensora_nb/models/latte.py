@@ -19,6 +19,7 @@ from mindspore.common.initializer import initializer, Normal
 from ..attention import attention
 from ..blocks import LayerNorm, TimestepEmbedder
 from ..runtime import get_logger, compute_dtype
+from ..weights import from_pretrained, load_weights
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'LATTE_VERSIONS', 'Latte_models', 'sincos_1d_from_grid', 'latte_2d_sincos_pos_embed',
@@ -492,8 +493,6 @@ def LatteT2V_XL_122(**kwargs) -> LatteT2V:
 Latte_models = {"LatteT2V-XL/122": LatteT2V_XL_122}
 
 # %% ../../nbs/09_latte.ipynb #76a68be2
-_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.ckpt")
-
 def latte_versions_in(folder) -> list:
     "The version subfolders (`FRAMESxHxW` with a `config.json`) present in `folder`."
     folder = Path(folder)
@@ -527,15 +526,8 @@ def _latte_from_pretrained(cls, pretrained_model_path, subfolder=None, dtype=Non
             raise ValueError(f"{str(root)!r} holds several versions; pass subfolder= (--version) one of: "
                              f"{', '.join(present)}")
         raise FileNotFoundError(f"{str(config_file)!r} is missing: {hint}")
-    weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no weights in {str(folder)!r} (looked for {', '.join(_WEIGHT_FILES)}): {hint}")
-    from opensora_nb.convert import load_weights
-    model = _latte_from_config(cls, json.loads(config_file.read_text()), **overrides)
-    dtype = None if dtype is None else compute_dtype(dtype)   # bf16 on CPU -> fp32, said once in the log
-    model.load_report = load_weights(model, str(weights), strict=strict, dtype=dtype)
-    model.set_train(False)   # diffusers returns the model in eval mode
-    return model
+    build = lambda config: _latte_from_config(cls, config, **overrides)
+    return from_pretrained(cls, folder, strict=strict, dtype=dtype, build=build, hint=hint)
 
 LatteT2V.from_config = classmethod(_latte_from_config)
 LatteT2V.from_pretrained = classmethod(_latte_from_pretrained)
@@ -572,7 +564,6 @@ _LATTE_BUFFERS = ("pos_embed.pos_embed", "temp_pos_embed")
 
 def load_latte_t2v_init(model: LatteT2V, path, dtype=None):
     "Initialise `model` from Latte's `t2v.pt` as `train_t2v.py --pretrained` does; returns the `LoadReport`."
-    from opensora_nb.convert import load_weights
     if not Path(path).is_file():
         raise FileNotFoundError(f"{str(path)!r} not found: download Latte's t2v.pt (hub: maxin-cn/Latte, file "
                                 "t2v.pt) and pass its path")

@@ -14,6 +14,7 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal, XavierUniform, Uniform, Zero
 
 from ..runtime import get_logger, compute_dtype, dtype_name, device_target
+from ..weights import LazyTensor, load_weights, open_state_dict
 from ..blocks import (
     LayerNorm, Attention, MultiHeadCrossAttention, Mlp, PatchEmbed3D, TimestepEmbedder, CaptionEmbedder,
     T2IFinalLayer, approx_gelu, t2i_modulate, get_1d_sincos_pos_embed, get_2d_sincos_pos_embed)
@@ -21,7 +22,7 @@ from ..blocks import (
 # %% auto #0
 __all__ = ['STDIT_RECOMPUTED', 'DropPath', 'STDiTBlock', 'STDiT', 'tiny_stdit_config', 'STDiT_XL_2', 'count_params',
            'stdit_state_dict', 'load_stdit_checkpoint', 'PixArtInitReport', 'pixart_to_stdit_state_dict',
-           'load_pixart_checkpoint', 'is_pixart_state_dict', 'load_checkpoint', 'converter_for_cli']
+           'load_pixart_checkpoint', 'is_pixart_state_dict', 'load_checkpoint', 'stdit_config_from_state_dict']
 
 # %% ../../nbs/03_stdit.ipynb #f52d4995
 class DropPath(nn.Cell):
@@ -338,7 +339,6 @@ STDIT_RECOMPUTED = ("pos_embed", "pos_embed_temporal")   # sin-cos tables: recom
 
 def _as_state_dict(src, key=None) -> dict:
     "A checkpoint path (torch/safetensors/MindSpore, wrappers unwrapped) or a dict -> `{name: array-like}`."
-    from opensora_nb.convert import open_state_dict
     if isinstance(src, (str, os.PathLike)):
         return dict(open_state_dict(src, key))
     if isinstance(src, dict):
@@ -350,8 +350,7 @@ def stdit_state_dict(sd: dict) -> dict:
     return {k: v for k, v in sd.items() if k not in STDIT_RECOMPUTED}
 
 def load_stdit_checkpoint(model: STDiT, src, strict: bool = True, dtype=None, key: str = None):
-    "Load a released Open-Sora v1.0 STDiT checkpoint (or one of ours) into `model`; returns a `convert.LoadReport`."
-    from opensora_nb.convert import load_weights
+    "Load a released Open-Sora v1.0 STDiT checkpoint (or one of ours) into `model`; returns a `weights.LoadReport`."
     sd = stdit_state_dict(_as_state_dict(src, key))
     sd.update({k: getattr(model, k) for k in STDIT_RECOMPUTED})    # keep the model's own tables
     report = load_weights(model, sd, strict=strict, dtype=dtype)
@@ -388,8 +387,7 @@ class PixArtInitReport:
     __repr__ = __str__
 
 def _reshaped(v, shape):
-    "A lazily reshaped checkpoint entry (numpy array or `convert.LazyTensor`)."
-    from opensora_nb.convert import LazyTensor
+    "A lazily reshaped checkpoint entry (numpy array or `weights.LazyTensor`)."
     if isinstance(v, LazyTensor):
         return LazyTensor(shape, v.dtype, lambda: v.load(bf16="keep").reshape(shape))
     return np.asarray(v.asnumpy() if isinstance(v, Tensor) else v).reshape(shape)
@@ -412,7 +410,6 @@ def pixart_to_stdit_state_dict(sd: dict, patch_t: int = 1) -> tuple:
 
 def load_pixart_checkpoint(model: STDiT, src, strict: bool = True, dtype=None, key: str = None) -> PixArtInitReport:
     "Initialise `model` from a PixArt-alpha checkpoint (e.g. `PixArt-XL-2-512x512.pth`) as Open-Sora v1.0 does."
-    from opensora_nb.convert import load_weights
     sd, reshaped, dropped = pixart_to_stdit_state_dict(_as_state_dict(src, key), model.patch_size[0])
     names = [n for n, _ in model.parameters_and_names()]
     at_init = [n for n in names if n in STDIT_RECOMPUTED or (".attn_temp." in n and n not in sd)]
@@ -449,7 +446,7 @@ def load_checkpoint(model: STDiT, src, strict: bool = True, dtype=None, key: str
     return report
 
 # %% ../../nbs/03_stdit.ipynb #7154e64f
-def _stdit_config_from(sd: dict) -> dict:
+def stdit_config_from_state_dict(sd: dict) -> dict:
     "STDiT-XL/2 arguments that fit a released checkpoint's shapes."
     cfg = dict(input_size=(16, 32, 32))
     if "pos_embed_temporal" in sd and "pos_embed" in sd:
@@ -463,16 +460,3 @@ def _stdit_config_from(sd: dict) -> dict:
         cfg["pred_sigma"] = sd["final_layer.linear.weight"].shape[0] == 2 * 4 * 4
     return cfg
 
-def converter_for_cli(src, model: str = "stdit", strict: bool = True, key: str = None, dtype=None,
-                      subfolder: str = None):
-    "Hook for `opensora-convert --model stdit|pixart`: build STDiT-XL/2 to fit `src`, load it; `(cell, report)`."
-    if subfolder:
-        src = os.path.join(src, subfolder)
-    sd = _as_state_dict(src, key)
-    if model == "pixart":
-        cell = STDiT_XL_2(input_size=(16, 32, 32), space_scale=0.5)
-        return cell, load_pixart_checkpoint(cell, sd, strict=strict, dtype=dtype)
-    if model == "stdit":
-        cell = STDiT_XL_2(**_stdit_config_from(sd))
-        return cell, load_stdit_checkpoint(cell, sd, strict=strict, dtype=dtype)
-    raise ValueError(f"converter_for_cli: model={model!r}; allowed: 'stdit', 'pixart'")

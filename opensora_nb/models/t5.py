@@ -10,11 +10,9 @@ import json
 import math
 import os
 import re
-import struct
 import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import mindspore as ms
@@ -23,15 +21,15 @@ from mindspore.common.initializer import initializer, Normal, One, Zero
 from mindspore.ops.primitive import constexpr
 
 from .. import kernels
-from ..runtime import get_logger, progress, get_dtype, dtype_name, compute_dtype
+from ..runtime import get_logger, get_dtype, dtype_name, compute_dtype
 from ..attention import attention
-from ..convert import open_state_dict, bf16_bits_to_array
+from ..weights import from_pretrained
 
 # %% auto #0
 __all__ = ['T5Config', 'T5Linear', 'T5Embedding', 'T5LayerNorm', 'relative_position_bucket', 'T5Attention',
            'T5LayerSelfAttention', 'T5DenseGatedActDense', 'T5DenseActDense', 'T5LayerFF', 'T5Block', 'T5Stack',
-           'T5Encoder', 'tiny_t5_config', 't5_weight_files', 'load_t5_weights', 'T5Tokenizer', 'basic_clean',
-           'clean_caption', 'text_preprocessing', 'T5Embedder', 'T5TextEncoder']
+           'T5Encoder', 'tiny_t5_config', 't5_state_dict', 't5_rename', 'T5Tokenizer', 'basic_clean', 'clean_caption',
+           'text_preprocessing', 'T5Embedder', 'T5TextEncoder']
 
 # %% ../../nbs/05_t5.ipynb #42e12bc9
 @dataclass
@@ -63,14 +61,18 @@ class T5Config:
         return "gelu_new" if self.feed_forward_proj == "gated-gelu" else act  # the v1.1 special case
 
     @classmethod
+    def from_dict(cls, d: dict) -> "T5Config":
+        "The encoder fields of a Hugging Face `config.json` (the decoder's and the tokenizer's are ignored)."
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
     def from_json(cls, path) -> "T5Config":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"T5 config {path} not found: a T5 folder needs config.json (download it "
                                     "with the weights, e.g. from DeepFloyd/t5-v1_1-xxl, into that folder)")
-        d = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls.from_dict(json.loads(path.read_text()))
 
 def _gelu_new(x):
     "tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))"
@@ -269,9 +271,9 @@ class T5Encoder(nn.Cell):
         return self.encoder(x, attention_mask, self.compute_dtype)
 
     @classmethod
-    def from_pretrained(cls, folder, dtype=None, strict: bool = True) -> "T5Encoder":
+    def from_pretrained(cls, folder, subfolder: str = None, strict: bool = True, dtype=None) -> "T5Encoder":
         "Build from a Hugging Face T5 folder (config.json + weights), streaming the weights in; see below."
-        return _t5_from_pretrained(cls, folder, dtype, strict)
+        return _t5_from_pretrained(cls, folder, subfolder, strict, dtype)
 
 # %% ../../nbs/05_t5.ipynb #00981e5b
 def tiny_t5_config(**overrides) -> T5Config:
@@ -281,109 +283,24 @@ def tiny_t5_config(**overrides) -> T5Config:
                               feed_forward_proj="gated-gelu"), **overrides})
 
 # %% ../../nbs/05_t5.ipynb #9c5a1f2a
-_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-                       "BOOL": np.bool_}
+_T5_UNUSED = ("decoder.", "lm_head.")
+_T5_HINT = ("download a T5 folder (e.g. DeepFloyd/t5-v1_1-xxl from the Hugging Face hub: config.json, spiece.model "
+            "and the weights) and pass its local path")
 
-def _iter_safetensors(path, bf16: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (name, array) from a .safetensors file one tensor at a time with plain reads (no memory map,
-    so no file pages stay resident); BF16 comes as float32 or, with `bf16='keep'`, as numpy bfloat16."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        header.pop("__metadata__", None)
-        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            if info["dtype"] not in _SAFETENSORS_DTYPES:
-                raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, which is not supported; "
-                                 f"allowed: {', '.join(_SAFETENSORS_DTYPES)}")
-            dt = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-            start, end = info["data_offsets"]
-            f.seek(8 + n + start)
-            arr = np.fromfile(f, dtype=dt, count=(end - start) // dt.itemsize).reshape(info["shape"])
-            yield name, (bf16_bits_to_array(arr, bf16) if info["dtype"] == "BF16" else arr)
+def t5_state_dict(sd: dict) -> dict:
+    "A T5 checkpoint's entries as the encoder reads them: the tied embedding stands in for a missing `shared.weight`."
+    if "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
+        sd = {("shared.weight" if k == "encoder.embed_tokens.weight" else k): v for k, v in sd.items()}
+    return sd
 
-def t5_weight_files(folder) -> list[Path]:
-    "The weight files of a Hugging Face T5 folder, in load order; clear errors for missing files or shards."
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"T5 folder {folder} does not exist: download a T5 (e.g. DeepFloyd/t5-v1_1-xxl: "
-                                "config.json, spiece.model and the weights) into it")
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            shards = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if missing:
-                raise FileNotFoundError(f"{index} lists shard(s) {', '.join(missing)} that are not in {folder}; "
-                                        "download every shard the index names")
-            return [folder / s for s in shards]
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / single).is_file(): return [folder / single]
-    st = sorted(folder.glob("*.safetensors"))
-    if st: return st
-    raise FileNotFoundError(f"no T5 weights in {folder}: expected model.safetensors(.index.json), *.safetensors, "
-                            "pytorch_model.bin or pytorch_model.bin.index.json + shards")
+def t5_rename(name: str):
+    "Checkpoint entries the encoder does not use (decoder, LM head, the tied embedding copy) -> None (ignored)."
+    return None if name.startswith(_T5_UNUSED) or name == "encoder.embed_tokens.weight" else name
 
-def _iter_checkpoint(files, bf16: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
-    "All tensors of all shards, one at a time; torch pickles are read lazily by `opensora_nb.convert`."
-    for f in files:
-        if f.suffix == ".safetensors":
-            yield from _iter_safetensors(f, bf16)
-        else:
-            entries = open_state_dict(f)  # lazy: names, shapes; bytes read on .load()
-            for name, lazy in entries.items(): yield name, lazy.load(bf16)
-            del entries  # closes this shard's file map before the next shard
-
-def _is_ignored_t5_key(name: str) -> bool:
-    return name.startswith(("decoder.", "lm_head.")) or name == "encoder.embed_tokens.weight"
-
-def load_t5_weights(model: T5Encoder, files, strict: bool = True) -> dict:
-    "Stream checkpoint tensors into `model` one at a time; returns dict(loaded, ignored, missing, unexpected)."
-    log = get_logger("models.t5")
-    params = {p.name: p for p in model.get_parameters()}
-    loaded, ignored, unexpected, mismatched, alias = [], [], [], [], None
-    keep_bf16 = "keep" if model.dtype == ms.bfloat16 else "float32"
-    for name, arr in progress(_iter_checkpoint(files, keep_bf16), desc="loading T5", total=None):
-        if name == "encoder.embed_tokens.weight" and "shared.weight" not in loaded:
-            alias = arr  # tied copy: used only if the file has no shared.weight
-        if _is_ignored_t5_key(name):
-            ignored.append(name); continue
-        p = params.get(name)
-        if p is None:
-            unexpected.append(name); continue
-        if tuple(arr.shape) != tuple(p.shape):
-            mismatched.append(f"{name}: checkpoint {tuple(arr.shape)} vs model {tuple(p.shape)}"); continue
-        _assign(p, arr)
-        loaded.append(name)
-    if "shared.weight" not in loaded and alias is not None and tuple(alias.shape) == tuple(params["shared.weight"].shape):
-        _assign(params["shared.weight"], alias); loaded.append("shared.weight")
-    missing = [n for n in params if n not in loaded]
-    if mismatched:
-        raise ValueError("T5 checkpoint shapes do not match the config: " + "; ".join(mismatched))
-    if (missing or unexpected):
-        msg = (f"T5 checkpoint {', '.join(str(f) for f in files)}: missing {missing or 'none'}; "
-               f"unexpected {unexpected or 'none'}")
-        if strict: raise ValueError(msg + " (does config.json belong to these weights?)")
-        log.warning(msg)
-    if ignored:
-        log.info("ignored %d checkpoint tensors the encoder does not use (%s%s)", len(ignored),
-                 ", ".join(ignored[:3]), ", ..." if len(ignored) > 3 else "")
-    return dict(loaded=loaded, ignored=ignored, missing=missing, unexpected=unexpected)
-
-def _assign(p: Parameter, arr: np.ndarray):
-    "Replace a parameter's data by `arr` cast to the parameter's dtype (one tensor's worth of memory)."
-    if arr.dtype.name == "bfloat16" and p.dtype != ms.bfloat16: arr = arr.astype(np.float32)
-    p.set_data(Tensor(np.ascontiguousarray(arr), dtype=p.dtype))
-
-def _t5_from_pretrained(cls, folder, dtype=None, strict=True):
-    folder = Path(folder)
-    config = T5Config.from_json(folder / "config.json")
-    files = t5_weight_files(folder)
-    model = cls(config, dtype=dtype or "fp32", lazy=True)
-    model.load_report = load_t5_weights(model, files, strict=strict)
-    model.set_train(False)
-    return model
+def _t5_from_pretrained(cls, folder, subfolder=None, strict=True, dtype=None):
+    build = lambda config: cls(T5Config.from_dict(config), dtype=dtype or "fp32", lazy=True)
+    return from_pretrained(cls, folder, subfolder, strict=strict, build=build, convert=t5_state_dict,
+                           rename=t5_rename, hint=_T5_HINT)
 
 # %% ../../nbs/05_t5.ipynb #fc96d497
 class T5Tokenizer:
