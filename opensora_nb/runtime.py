@@ -18,9 +18,17 @@ from mindspore.ops.primitive import constexpr
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'get_logger', 'progress', 'set_runtime', 'device_target',
-           'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name', 'get_dtype', 'compute_dtype', 'set_seed',
-           'set_attention_path', 'get_attention_path', 'set_kernels', 'get_kernels']
+__all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'patch_method', 'get_logger', 'progress', 'set_runtime',
+           'device_target', 'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name', 'get_dtype',
+           'compute_dtype', 'set_seed', 'set_attention_path', 'get_attention_path', 'set_kernels', 'get_kernels']
+
+# %% ../nbs/00_runtime.ipynb #c2354be6
+def patch_method(cls):
+    "Attach the decorated function to `cls` as a method (so each method can sit under its own prose and check)."
+    def attach(f):
+        setattr(cls, f.__name__, f)
+        return f
+    return attach
 
 # %% ../nbs/00_runtime.ipynb #fcaa127b
 def get_logger(name: str = "opensora_nb") -> logging.Logger:

@@ -16,14 +16,14 @@ from mindspore.ops.primitive import constexpr
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'NAMED_SCHEDULES', 'get_beta_schedule', 'betas_for_alpha_bar', 'get_named_beta_schedule',
-           'ModelMeanType', 'ModelVarType', 'LossType', 'mean_flat', 'patch_method', 'GaussianDiffusion', 'normal_kl',
+           'ModelMeanType', 'ModelVarType', 'LossType', 'mean_flat', 'GaussianDiffusion', 'normal_kl',
            'approx_standard_normal_cdf', 'discretized_gaussian_log_likelihood', 'space_timesteps', 'SpacedDiffusion',
            'ScheduleSampler', 'UniformSampler', 'create_named_schedule_sampler', 'forward_with_cfg',
            'CaptionEmbeddings', 'IDDPM']
 
 # %% ../../nbs/04_iddpm.ipynb #7c398b53
 from ..runtime import progress as _progress  # the package's progress bar (tqdm)
-from ..runtime import compiling
+from ..runtime import compiling, patch_method
 from ..attention import trim_caption
 from .. import kernels
 
@@ -147,14 +147,6 @@ def _extract_into_tensor(arr, timesteps, broadcast_shape):
     return Tensor(np.ascontiguousarray(np.broadcast_to(res, tuple(broadcast_shape))))
 
 # %% ../../nbs/04_iddpm.ipynb #39c03f2c
-def patch_method(cls):
-    "Attach the decorated function to `cls` as a method (so each method can sit under its own equation)."
-    def attach(f):
-        setattr(cls, f.__name__, f)
-        return f
-    return attach
-
-
 class GaussianDiffusion:
     """Training and sampling utilities for a diffusion over `betas` (float64, index 0 = first noising step).
 
