@@ -1,8 +1,8 @@
 """opensora-vae-rec end to end: synthetic clip -> (stand-in or tiny random) CausalVAE -> mp4 + PSNR/SSIM; errors.
 
-Until `opensora_nb.models.causalvae` exists, the model is a stand-in with the CausalVAE interface
-(`encode -> posterior.sample()/mode()`, `decode`, `enable_tiling`, `tile_overlap_factor`): an identity
-VAE (reconstruction must be exact: PSNR inf, SSIM 1) and a 4x8x8 pooling VAE (known, finite scores).
+Besides the tiny random CausalVAEModel, the model is one of `opensora_nb.vae_rec`'s stand-ins with the CausalVAE
+interface (`encode -> posterior.sample()/mode()`, `decode`, `enable_tiling`, `tile_overlap_factor`): `IdentityVAE`
+(reconstruction must be exact: PSNR inf, SSIM 1) and the 4x8x8 `PoolVAE` (known, finite scores).
 """
 import re
 
@@ -14,33 +14,7 @@ ms = pytest.importorskip("mindspore")
 from opensora_nb import commands, vae_rec  # noqa: E402
 from opensora_nb.data.video import read_video_frames, write_video  # noqa: E402
 from opensora_nb.metrics import psnr, ssim  # noqa: E402
-
-
-class Posterior:
-    def __init__(self, z): self.z = z
-    def sample(self): return self.z
-    def mode(self): return self.z
-
-
-class IdentityVAE:
-    tile_overlap_factor = 0.0
-    use_tiling = False
-    def enable_tiling(self, use_tiling=True): self.use_tiling = use_tiling
-    def encode(self, x):
-        self.seen = x.asnumpy()
-        return Posterior(x)
-    def decode(self, z): return z
-
-
-class PoolVAE(IdentityVAE):
-    "4x8x8: keep frames 0, 4, 8, ... and average 8x8 blocks; decode by repetition."
-    def encode(self, x):
-        b, c, t, h, w = x.shape
-        self.seen = x.asnumpy()
-        return Posterior(ms.Tensor(self.seen[:, :, ::4].reshape(b, c, (t - 1) // 4 + 1, h // 8, 8, w // 8, 8).mean((4, 6))))
-    def decode(self, z):
-        z = z.asnumpy().repeat(8, 3).repeat(8, 4)
-        return ms.Tensor(np.concatenate([z[:, :, :1], z[:, :, 1:].repeat(4, 2)], axis=2))
+from opensora_nb.vae_rec import IdentityVAE, PoolVAE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +94,7 @@ def test_missing_model_and_video_are_clear_errors(tmp_path, clip_path, capsys):
 
 def test_tiny_random_causalvae_folder_end_to_end(tmp_path, clip_path, capsys):
     "The real CausalVAEModel (tiny random weights, released folder layout) through the command."
-    cv = pytest.importorskip("opensora_nb.models.causalvae")
-    if not hasattr(cv, "tiny_causalvae_config"): pytest.skip("causalvae has no tiny_causalvae_config yet")
+    from opensora_nb.models import causalvae as cv
     ms.set_seed(0)
     cv.CausalVAEModel.from_config(cv.tiny_causalvae_config()).save_pretrained(tmp_path / "model" / "vae")
     out = tmp_path / "rec.mp4"
