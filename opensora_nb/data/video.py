@@ -26,7 +26,7 @@ class VideoReadError(RuntimeError):
 class VideoNotFoundError(VideoReadError, FileNotFoundError):
     "The video file does not exist."
 
-
+# %% ../../nbs/11_video.ipynb #937da7fb
 def temporal_indices(total_frames: int, num_frames: int | None = None, sample_rate: int = 1,
                      start: int | None = None, allow_fewer: bool = False) -> np.ndarray:
     "Indices of `num_frames` frames `sample_rate` apart from `start` (0 if None); all frames if `num_frames` is None."
@@ -51,7 +51,7 @@ def temporal_random_crop(total_frames: int, size: int, rng=None) -> tuple:
     begin = int(rng.integers(0, max(0, total_frames - size - 1) + 1))
     return begin, min(begin + size, total_frames)
 
-
+# %% ../../nbs/11_video.ipynb #3ab9df07
 def _open_video(path):
     import decord
     p = Path(path)
@@ -194,7 +194,7 @@ def normalize_video(clip: np.ndarray) -> np.ndarray:
     "[0, 1] -> [-1, 1] (`Normalize(mean=0.5, std=0.5)`)."
     return clip * 2.0 - 1.0
 
-
+# %% ../../nbs/11_video.ipynb #c4665229
 class CenterCropResizeVideo:
     "Open-Sora-Plan: centre-crop the short-edge square, then resize it to `size`."
     def __init__(self, size): self.size = _pair(size)
@@ -231,7 +231,7 @@ class RandomHorizontalFlipVideo:
     def __call__(self, clip): return clip[..., ::-1].copy() if self.rng.random() < self.p else clip
     def __repr__(self): return f"{type(self).__name__}(p={self.p})"
 
-
+# %% ../../nbs/11_video.ipynb #ab8097f6
 def video_transform(frames, size=256, kind: str = "plan", flip_p: float = 0.0, rng=None) -> np.ndarray:
     """uint8 `(T, H, W, 3)` -> model input float32 `(C, T, H, W)` in [-1, 1], composed as the original's training data:
     `plan`: ToTensorVideo, CenterCropResizeVideo, RandomHorizontalFlipVideo(flip_p), 2x-1;
