@@ -153,27 +153,31 @@ def set_seed(seed: int = 42) -> int:
 # %% ../nbs/00_runtime.ipynb #4fe81690
 ATTENTION_PATHS = ("auto", "math", "lean", "flash")
 
+def _set_choice(key: str, name: str, allowed, what: str) -> str:
+    _STATE[key] = _choose(name, allowed, what)
+    return _STATE[key]
+
+def _resolved(key: str, on_ascend: str, on_cpu: str, elsewhere: str) -> str:
+    "The runtime's choice for `key`, with `auto` resolved for this backend."
+    v = _STATE[key]
+    if v != "auto": return v
+    return {"Ascend": on_ascend, "CPU": on_cpu}.get(device_target(), elsewhere)
+
 def set_attention_path(name: str = "auto") -> str:
     "Choose the attention implementation used by default everywhere."
-    _STATE["attention"] = _choose(name, ATTENTION_PATHS, "attention path")
-    return _STATE["attention"]
+    return _set_choice("attention", name, ATTENTION_PATHS, "attention path")
 
 def get_attention_path() -> str:
-    "The attention implementation in use, with `auto` resolved for this backend."
-    p = _STATE["attention"]
-    if p == "auto": p = "flash" if device_target() == "Ascend" else "lean"
-    return p
+    "The attention implementation in use, with `auto` resolved for this backend (`flash` on Ascend, else `lean`)."
+    return _resolved("attention", "flash", "lean", "lean")
 
 # %% ../nbs/00_runtime.ipynb #fa51ac66
 KERNELS = ("auto", "cpu", "native")
 
 def set_kernels(name: str = "auto") -> str:
     "Choose the convolution / matmul kernels: `cpu` (the fast CPU formulations), `native` (MindSpore's), `auto`."
-    _STATE["kernels"] = _choose(name, KERNELS, "kernel choice")
-    return _STATE["kernels"]
+    return _set_choice("kernels", name, KERNELS, "kernel choice")
 
 def get_kernels() -> str:
     "`cpu` or `native`: the kernels in use, with `auto` resolved for this backend (safe inside `construct`)."
-    k = _STATE["kernels"]
-    if k == "auto": k = "cpu" if device_target() == "CPU" else "native"
-    return k
+    return _resolved("kernels", "native", "cpu", "native")
