@@ -1,5 +1,6 @@
 """STDiT (Open-Sora v1.0): parity with a torch re-implementation of the original forward, released key/shape table,
-parameter count, checkpoint round trip, PixArt initialisation, dtype flow, masks, recompute, bad input."""
+parameter count, checkpoint round trip, PixArt initialisation, dtype flow, masks, recompute (freezing and bad-input
+errors are pinned in nbs/03_stdit.ipynb)."""
 import math
 
 import numpy as np
@@ -10,13 +11,12 @@ from mindspore import Tensor, ops
 from opensora_nb.runtime import set_seed
 from opensora_nb.models.stdit import (STDiT, STDiT_XL_2, STDiTBlock, count_params, load_stdit_checkpoint,
                                       load_pixart_checkpoint, load_checkpoint,
-                                      STDIT_RECOMPUTED)
+                                      STDIT_RECOMPUTED, tiny_stdit_config)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-TINY = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=64, depth=2, num_heads=4,
-            caption_channels=32, model_max_length=8)
+TINY = tiny_stdit_config()
 
 
 def _rnd(*shape, seed=0):
@@ -250,15 +250,6 @@ def test_drop_path_only_in_training():
     assert any(np.abs(o - a).max() > 1e-4 for o in outs)   # kept branches are scaled by 2, dropped ones vanish
 
 
-def test_freeze_options():
-    names = lambda m: [p.name for p in m.trainable_params()]
-    nt = STDiT(**TINY, freeze="not_temporal")
-    assert names(nt) and all("attn_temp" in n for n in names(nt)) and len(names(nt)) == 2 * 4
-    tx = STDiT(**TINY, freeze="text")
-    assert not any("cross_attn" in n for n in names(tx))
-    assert len(names(tx)) == len(names(STDiT(**TINY))) - 2 * 6
-
-
 def test_recompute_gives_same_gradients():
     m = _perturbed(seed=11)
     x, ts, y = Tensor(_rnd(2, 4, 4, 8, 8)), Tensor(np.array([1, 800], np.int32)), Tensor(_rnd(2, 1, 8, 32, seed=1))
@@ -276,25 +267,6 @@ def test_recompute_gives_same_gradients():
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-6)
     with pytest.raises(ValueError, match="allowed: 0..2"):
         m.enable_grad_checkpoint(3)
-
-
-def test_bad_input_errors():
-    m = STDiT(**TINY)
-    x, ts, y = Tensor(_rnd(2, 4, 4, 8, 8)), Tensor(np.array([1, 2], np.int32)), Tensor(_rnd(2, 1, 8, 32))
-    with pytest.raises(ValueError, match=r"\(2, 4, 4, 8, 6\).*\(B, 4, 4, 8, 8\)"):
-        m(Tensor(_rnd(2, 4, 4, 8, 6)), ts, y)
-    with pytest.raises(ValueError, match=r"\(2, 1, 8, 16\).*caption_channels\) = \(2, 1, L, 32\)"):
-        m(x, ts, Tensor(_rnd(2, 1, 8, 16)))
-    with pytest.raises(ValueError, match=r"mask has shape \(2, 9\)"):
-        m(x, ts, y, Tensor(np.ones((2, 9), np.int32)))
-    with pytest.raises(ValueError, match=r"mask has shape \(3, 8\)"):
-        m(x, ts, y, Tensor(np.ones((3, 8), np.int32)))
-    with pytest.raises(ValueError, match="timestep"):
-        m(x, Tensor(np.array([1], np.int32)), y)
-    with pytest.raises(ValueError, match=r"input_size \(4, 7, 8\) is not divisible by patch_size \(1, 2, 2\)"):
-        STDiT(**{**TINY, "input_size": (4, 7, 8)})
-    with pytest.raises(NotImplementedError, match="sequence parallelism"):
-        STDiT(**TINY, enable_sequence_parallelism=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
