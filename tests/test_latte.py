@@ -14,19 +14,13 @@ import mindspore as ms
 
 from opensora_nb.models.latte import (LatteT2V, LatteT2V_XL_122, BasicTransformerBlock, attention_mask_to_bias,
                                       latte_torch_state_dict, load_latte_t2v_init, latte_versions_in,
-                                      latte_caption_embeddings)
+                                      latte_caption_embeddings, tiny_latte_config)
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-TINY = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
-            cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2,
-            activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32, video_length=3)
-
-
 def tiny(**kw):
-    return LatteT2V(**dict(TINY, **kw))
+    return LatteT2V(**tiny_latte_config(**kw))
 
 
 def rand(*shape, seed=0):

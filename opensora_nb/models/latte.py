@@ -18,7 +18,7 @@ from mindspore.common.initializer import initializer, Normal
 
 from ..attention import attention
 from ..blocks import LayerNorm, TimestepEmbedder
-from ..runtime import get_logger, compute_dtype
+from ..runtime import patch_method, get_logger, compute_dtype
 from ..weights import from_pretrained, load_weights
 
 # %% auto #0
@@ -213,6 +213,7 @@ class BasicTransformerBlock(nn.Cell):
         n = self.norm2(x) * (1 + scale_mlp) + shift_mlp
         return gate_mlp * self.ff(n) + x
 
+# %% ../../nbs/09_latte.ipynb #0c45fe31
 class TemporalTransformerBlock(nn.Cell):
     "Latte's `BasicTransformerBlock_`: AdaLN-single self-attention and MLP, no cross-attention (MLP norm is `norm3`)."
     def __init__(self, dim, num_attention_heads, attention_head_dim, dropout=0.0, activation_fn="geglu",
@@ -297,6 +298,7 @@ def _repeat_rows(x, times: int):
     return ops.broadcast_to(x[:, None], (x.shape[0], times) + tuple(x.shape[1:])).reshape(
         (x.shape[0] * times,) + tuple(x.shape[1:]))
 
+# %% ../../nbs/09_latte.ipynb #93c820d0
 class LatteT2V(nn.Cell):
     "Open-Sora-Plan v1.0.0's text-to-video Latte (diffusers config arguments and parameter names)."
     def __init__(self, num_attention_heads: int = 16, patch_size_t: int = 1, attention_head_dim: int = 88,
@@ -363,100 +365,98 @@ class LatteT2V(nn.Cell):
     def dtype(self):
         return self.pos_embed.proj.weight.dtype
 
-    def enable_gradient_checkpointing(self):
-        "Recompute every block's activations during backward (the original's `--gradient_checkpointing`)."
-        for block in list(self.transformer_blocks) + list(self.temporal_transformer_blocks):
-            block.recompute()
-        return self
+# %% ../../nbs/09_latte.ipynb #9d091cf1
+@patch_method(LatteT2V)
+def _encoder_bias(self, mask, frame, use_image_num, dtype):
+    "The caption mask as the additive bias `(B*T, 1, L)`: (1 - m) * -10000, repeated per frame."
+    mask = mask if isinstance(mask, Tensor) else Tensor(np.asarray(mask))
+    bias = attention_mask_to_bias(mask, ms.float32)
+    if mask.ndim == 2:                                  # (B, L): one caption per video
+        return _repeat_rows(bias[:, None], frame + use_image_num).astype(dtype)
+    if mask.ndim == 3:                                  # (B, 1+n, L): video caption + one per image
+        video = ops.broadcast_to(bias[:, :1], (bias.shape[0], frame, bias.shape[2]))
+        both = ops.cat([video, bias[:, 1:]], axis=1)
+        return both.reshape(-1, 1, both.shape[-1]).astype(dtype)
+    raise ValueError(f"encoder_attention_mask must be (B, L) or (B, 1+use_image_num, L); got {tuple(mask.shape)}")
 
-    def _encoder_bias(self, mask, frame, use_image_num, dtype):
-        "The caption mask as the additive bias `(B*T, 1, L)`: (1 - m) * -10000, repeated per frame."
-        mask = mask if isinstance(mask, Tensor) else Tensor(np.asarray(mask))
-        bias = attention_mask_to_bias(mask, ms.float32)
-        if mask.ndim == 2:                                  # (B, L): one caption per video
-            return _repeat_rows(bias[:, None], frame + use_image_num).astype(dtype)
-        if mask.ndim == 3:                                  # (B, 1+n, L): video caption + one per image
-            video = ops.broadcast_to(bias[:, :1], (bias.shape[0], frame, bias.shape[2]))
-            both = ops.cat([video, bias[:, 1:]], axis=1)
-            return both.reshape(-1, 1, both.shape[-1]).astype(dtype)
-        raise ValueError(f"encoder_attention_mask must be (B, L) or (B, 1+use_image_num, L); got {tuple(mask.shape)}")
+# %% ../../nbs/09_latte.ipynb #41553288
+@patch_method(LatteT2V)
+def construct(self, hidden_states, timestep=None, encoder_hidden_states=None, added_cond_kwargs=None,
+              class_labels=None, cross_attention_kwargs=None, attention_mask=None,
+              encoder_attention_mask=None, use_image_num: int = 0, enable_temporal_attentions: bool = True):
+    """`hidden_states (B, C, T, H, W)`, `timestep (B,)`, `encoder_hidden_states (B, L, caption_channels)`
+    (or `(B, 1+use_image_num, L, caption_channels)`), `encoder_attention_mask (B, L)` (or `(B, 1+n, L)`),
+    1 = keep. Returns the sample `(B, out_channels, T, H, W)`. `added_cond_kwargs`, `class_labels` and
+    `cross_attention_kwargs` are accepted for signature compatibility and unused, as in the released model."""
+    if hidden_states.ndim != 5:
+        raise ValueError(f"hidden_states must be (B, C, T, H, W); got shape {tuple(hidden_states.shape)}")
+    B, C, T, H, W = hidden_states.shape
+    if C != self.in_channels:
+        raise ValueError(f"hidden_states has {C} channels; the model takes in_channels={self.in_channels}")
+    if H % self.patch_size or W % self.patch_size:
+        raise ValueError(f"latent size {H}x{W} is not a multiple of patch_size={self.patch_size}")
+    if not 0 <= use_image_num < T:
+        raise ValueError(f"use_image_num={use_image_num} must be in [0, {T}) for {T} input frames")
+    frame = T - use_image_num
+    if enable_temporal_attentions and frame > self.video_length:
+        raise ValueError(f"{frame} video frames but the temporal table has video_length={self.video_length}: "
+                         f"use at most {self.video_length} latent frames (or enable_temporal_attentions=False)")
+    dtype = self.dtype
+    x = hidden_states.astype(dtype).transpose(0, 2, 1, 3, 4).reshape(B * T, C, H, W)
+    h, w = H // self.patch_size, W // self.patch_size
+    num_patches = h * w
 
-    def construct(self, hidden_states, timestep=None, encoder_hidden_states=None, added_cond_kwargs=None,
-                  class_labels=None, cross_attention_kwargs=None, attention_mask=None,
-                  encoder_attention_mask=None, use_image_num: int = 0, enable_temporal_attentions: bool = True):
-        """`hidden_states (B, C, T, H, W)`, `timestep (B,)`, `encoder_hidden_states (B, L, caption_channels)`
-        (or `(B, 1+use_image_num, L, caption_channels)`), `encoder_attention_mask (B, L)` (or `(B, 1+n, L)`),
-        1 = keep. Returns the sample `(B, out_channels, T, H, W)`. `added_cond_kwargs`, `class_labels` and
-        `cross_attention_kwargs` are accepted for signature compatibility and unused, as in the released model."""
-        if hidden_states.ndim != 5:
-            raise ValueError(f"hidden_states must be (B, C, T, H, W); got shape {tuple(hidden_states.shape)}")
-        B, C, T, H, W = hidden_states.shape
-        if C != self.in_channels:
-            raise ValueError(f"hidden_states has {C} channels; the model takes in_channels={self.in_channels}")
-        if H % self.patch_size or W % self.patch_size:
-            raise ValueError(f"latent size {H}x{W} is not a multiple of patch_size={self.patch_size}")
-        if not 0 <= use_image_num < T:
-            raise ValueError(f"use_image_num={use_image_num} must be in [0, {T}) for {T} input frames")
-        frame = T - use_image_num
-        if enable_temporal_attentions and frame > self.video_length:
-            raise ValueError(f"{frame} video frames but the temporal table has video_length={self.video_length}: "
-                             f"use at most {self.video_length} latent frames (or enable_temporal_attentions=False)")
-        dtype = self.dtype
-        x = hidden_states.astype(dtype).transpose(0, 2, 1, 3, 4).reshape(B * T, C, H, W)
-        h, w = H // self.patch_size, W // self.patch_size
-        num_patches = h * w
+    if attention_mask is not None:   # a (B, N) key mask over the patches of each frame
+        attention_mask = _repeat_rows(attention_mask_to_bias(attention_mask)[:, None], T).astype(dtype)
+    if encoder_attention_mask is not None:
+        encoder_attention_mask = self._encoder_bias(encoder_attention_mask, frame, use_image_num, dtype)
 
-        if attention_mask is not None:   # a (B, N) key mask over the patches of each frame
-            attention_mask = _repeat_rows(attention_mask_to_bias(attention_mask)[:, None], T).astype(dtype)
-        if encoder_attention_mask is not None:
-            encoder_attention_mask = self._encoder_bias(encoder_attention_mask, frame, use_image_num, dtype)
+    x = self.pos_embed(x)                                                    # (B*T, N, D)
+    if timestep is None:
+        raise ValueError("timestep is required (LatteT2V is conditioned through AdaLN-single)")
+    timestep = timestep if isinstance(timestep, Tensor) else Tensor(np.asarray(timestep))
+    timestep = ops.broadcast_to(timestep.reshape(-1), (B,)) if timestep.size == 1 else timestep.reshape(-1)
+    t_mod, embedded_timestep = self.adaln_single(timestep, dtype)            # (B, 6D), (B, D)
 
-        x = self.pos_embed(x)                                                    # (B*T, N, D)
-        if timestep is None:
-            raise ValueError("timestep is required (LatteT2V is conditioned through AdaLN-single)")
-        timestep = timestep if isinstance(timestep, Tensor) else Tensor(np.asarray(timestep))
-        timestep = ops.broadcast_to(timestep.reshape(-1), (B,)) if timestep.size == 1 else timestep.reshape(-1)
-        t_mod, embedded_timestep = self.adaln_single(timestep, dtype)            # (B, 6D), (B, D)
+    enc = None
+    if self.caption_projection is not None:
+        if encoder_hidden_states is None:
+            raise ValueError("encoder_hidden_states (the T5 caption tokens) are required")
+        enc = self.caption_projection(encoder_hidden_states.astype(dtype))
+        if use_image_num > 0:
+            if enc.ndim != 4 or enc.shape[1] != 1 + use_image_num:
+                raise ValueError(f"with use_image_num={use_image_num} encoder_hidden_states must be "
+                                 f"(B, {1 + use_image_num}, L, C); got {tuple(encoder_hidden_states.shape)}")
+            video = ops.broadcast_to(enc[:, :1], (B, frame) + tuple(enc.shape[2:]))
+            enc = ops.cat([video, enc[:, 1:]], axis=1).reshape((B * T,) + tuple(enc.shape[2:]))
+        else:
+            if enc.ndim != 3:
+                raise ValueError(f"encoder_hidden_states must be (B, L, C) when use_image_num=0; "
+                                 f"got {tuple(encoder_hidden_states.shape)}")
+            enc = _repeat_rows(enc, T)
 
-        enc = None
-        if self.caption_projection is not None:
-            if encoder_hidden_states is None:
-                raise ValueError("encoder_hidden_states (the T5 caption tokens) are required")
-            enc = self.caption_projection(encoder_hidden_states.astype(dtype))
-            if use_image_num > 0:
-                if enc.ndim != 4 or enc.shape[1] != 1 + use_image_num:
-                    raise ValueError(f"with use_image_num={use_image_num} encoder_hidden_states must be "
-                                     f"(B, {1 + use_image_num}, L, C); got {tuple(encoder_hidden_states.shape)}")
-                video = ops.broadcast_to(enc[:, :1], (B, frame) + tuple(enc.shape[2:]))
-                enc = ops.cat([video, enc[:, 1:]], axis=1).reshape((B * T,) + tuple(enc.shape[2:]))
-            else:
-                if enc.ndim != 3:
-                    raise ValueError(f"encoder_hidden_states must be (B, L, C) when use_image_num=0; "
-                                     f"got {tuple(encoder_hidden_states.shape)}")
-                enc = _repeat_rows(enc, T)
+    t_spatial = _repeat_rows(t_mod, T)                                       # (B*T, 6D)
+    t_temporal = _repeat_rows(t_mod, num_patches)                            # (B*N, 6D)
+    D = self.inner_dim
+    for i, (spatial, temporal) in enumerate(zip(self.transformer_blocks, self.temporal_transformer_blocks)):
+        x = spatial(x, attention_mask, enc, encoder_attention_mask, t_spatial)
+        if enable_temporal_attentions:
+            x = x.reshape(B, T, num_patches, D).transpose(0, 2, 1, 3).reshape(B * num_patches, T, D)
+            video = x[:, :frame] if use_image_num else x
+            if i == 0:
+                video = video + self.temp_pos_embed[:, :frame].astype(video.dtype)
+            video = temporal(video, None, None, None, t_temporal)
+            x = ops.cat([video, x[:, frame:]], axis=1) if use_image_num else video
+            x = x.reshape(B, num_patches, T, D).transpose(0, 2, 1, 3).reshape(B * T, num_patches, D)
 
-        t_spatial = _repeat_rows(t_mod, T)                                       # (B*T, 6D)
-        t_temporal = _repeat_rows(t_mod, num_patches)                            # (B*N, 6D)
-        D = self.inner_dim
-        for i, (spatial, temporal) in enumerate(zip(self.transformer_blocks, self.temporal_transformer_blocks)):
-            x = spatial(x, attention_mask, enc, encoder_attention_mask, t_spatial)
-            if enable_temporal_attentions:
-                x = x.reshape(B, T, num_patches, D).transpose(0, 2, 1, 3).reshape(B * num_patches, T, D)
-                video = x[:, :frame] if use_image_num else x
-                if i == 0:
-                    video = video + self.temp_pos_embed[:, :frame].astype(video.dtype)
-                video = temporal(video, None, None, None, t_temporal)
-                x = ops.cat([video, x[:, frame:]], axis=1) if use_image_num else video
-                x = x.reshape(B, num_patches, T, D).transpose(0, 2, 1, 3).reshape(B * T, num_patches, D)
-
-        e = _repeat_rows(embedded_timestep, T)                                   # (B*T, D)
-        shift, scale = ops.chunk(self.scale_shift_table[None] + e[:, None], 2, axis=1)
-        x = self.norm_out(x) * (1 + scale) + shift
-        x = self.proj_out(x)                                                     # (B*T, N, p*p*C_out)
-        p, c = self.patch_size, self.out_channels
-        x = x.reshape(B * T, h, w, p, p, c).transpose(0, 5, 1, 3, 2, 4)           # n c h p w q
-        x = x.reshape(B, T, c, h * p, w * p).transpose(0, 2, 1, 3, 4)
-        return x
+    e = _repeat_rows(embedded_timestep, T)                                   # (B*T, D)
+    shift, scale = ops.chunk(self.scale_shift_table[None] + e[:, None], 2, axis=1)
+    x = self.norm_out(x) * (1 + scale) + shift
+    x = self.proj_out(x)                                                     # (B*T, N, p*p*C_out)
+    p, c = self.patch_size, self.out_channels
+    x = x.reshape(B * T, h, w, p, p, c).transpose(0, 5, 1, 3, 2, 4)           # n c h p w q
+    x = x.reshape(B, T, c, h * p, w * p).transpose(0, 2, 1, 3, 4)
+    return x
 
 # %% ../../nbs/09_latte.ipynb #5009b081
 def tiny_latte_config(**overrides) -> dict:
@@ -465,6 +465,14 @@ def tiny_latte_config(**overrides) -> dict:
                 cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2,
                 activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
                 norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32, video_length=3) | overrides
+
+# %% ../../nbs/09_latte.ipynb #7bdf5057
+@patch_method(LatteT2V)
+def enable_gradient_checkpointing(self):
+    "Recompute every block's activations during backward (the original's `--gradient_checkpointing`)."
+    for block in list(self.transformer_blocks) + list(self.temporal_transformer_blocks):
+        block.recompute()
+    return self
 
 # %% ../../nbs/09_latte.ipynb #92c8cefc
 LATTE_VERSIONS = ("17x256x256", "65x256x256", "65x512x512")
