@@ -25,6 +25,16 @@ try:
 except ImportError:  # the samplers themselves only need NumPy
     ms = None
 
+if ms is not None:
+    from opensora_nb.runtime import patch_method
+else:  # opensora_nb.runtime needs MindSpore: the same three lines, so that NumPy alone still imports this module
+    def patch_method(cls):
+        "Attach the decorated function to `cls` as a method (`opensora_nb.runtime.patch_method`)."
+        def attach(f):
+            setattr(cls, f.__name__, f)
+            return f
+        return attach
+
 # %% ../../nbs/10_samplers.ipynb #9cf3ba80
 def float32_linspace(start: float, end: float, steps: int) -> np.ndarray:
     "`torch.linspace(start, end, steps, dtype=torch.float32)` on CPU, bit for bit."
@@ -224,50 +234,62 @@ class Sampler:
     @property
     def step_index(self): return self._step_index
 
-    def _ac(self, t: int) -> np.ndarray:
-        r"$\bar\alpha_t$ as a one-element float32 array."
-        return self.alphas_cumprod[int(t):int(t) + 1]
+# %% ../../nbs/10_samplers.ipynb #8622d9c3
+@patch_method(Sampler)
+def _ac(self, t: int) -> np.ndarray:
+    r"$\bar\alpha_t$ as a one-element float32 array."
+    return self.alphas_cumprod[int(t):int(t) + 1]
 
-    def _index_for_timestep(self, timestep) -> int:
-        idx = np.nonzero(np.asarray(self.timesteps) == timestep)[0]
-        if len(idx) == 0:
-            raise ValueError(f"timestep {timestep} is not in this sampler's schedule {np.asarray(self.timesteps)[:5]}...; "
-                             "pass the values of `sampler.timesteps`")
-        return int(idx[1] if len(idx) > 1 else idx[0])
+@patch_method(Sampler)
+def _index_for_timestep(self, timestep) -> int:
+    idx = np.nonzero(np.asarray(self.timesteps) == timestep)[0]
+    if len(idx) == 0:
+        raise ValueError(f"timestep {timestep} is not in this sampler's schedule {np.asarray(self.timesteps)[:5]}...; "
+                         "pass the values of `sampler.timesteps`")
+    return int(idx[1] if len(idx) > 1 else idx[0])
 
-    def _init_step_index(self, timestep):
-        if self._step_index is None: self._step_index = self._index_for_timestep(_scalar(timestep))
+@patch_method(Sampler)
+def _init_step_index(self, timestep):
+    if self._step_index is None: self._step_index = self._index_for_timestep(_scalar(timestep))
 
-    def _check_ready(self):
-        if self.num_inference_steps is None:
-            raise ValueError(f"{type(self).__name__}: call `set_timesteps(num_inference_steps)` before `step`")
+@patch_method(Sampler)
+def _check_ready(self):
+    if self.num_inference_steps is None:
+        raise ValueError(f"{type(self).__name__}: call `set_timesteps(num_inference_steps)` before `step`")
 
-    def scale_model_input(self, sample, timestep=None):
-        "The model's input at `timestep` (the identity for the DDPM-parametrised samplers)."
-        return sample
+# %% ../../nbs/10_samplers.ipynb #652ed9fc
+@patch_method(Sampler)
+def scale_model_input(self, sample, timestep=None):
+    "The model's input at `timestep` (the identity for the DDPM-parametrised samplers)."
+    return sample
 
-    def _inputs(self, model_output, sample):
-        "NumPy copies of the step inputs, in the compute dtype."
-        x = _as_numpy(sample); dt = _compute_dtype(x)
-        return _as_numpy(model_output).astype(dt, copy=False), x.astype(dt, copy=False)
+@patch_method(Sampler)
+def _inputs(self, model_output, sample):
+    "NumPy copies of the step inputs, in the compute dtype."
+    x = _as_numpy(sample); dt = _compute_dtype(x)
+    return _as_numpy(model_output).astype(dt, copy=False), x.astype(dt, copy=False)
 
-    def _batch_coeff(self, values, like: np.ndarray) -> np.ndarray:
-        "Per-sample schedule values, shaped to broadcast over a batch `like`."
-        v = np.asarray(values)
-        return v.reshape((-1,) + (1,) * (like.ndim - 1))
+@patch_method(Sampler)
+def _batch_coeff(self, values, like: np.ndarray) -> np.ndarray:
+    "Per-sample schedule values, shaped to broadcast over a batch `like`."
+    v = np.asarray(values)
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
-    def add_noise(self, original_samples, noise, timesteps):
-        r"Forward process $q(x_t|x_0)$: $\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (one timestep per batch item)."
-        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
-        t = np.atleast_1d(_as_numpy(timesteps)).astype(np.int64)
-        ac = self._batch_coeff(self.alphas_cumprod[t], x0).astype(x0.dtype)
-        return _like(ac ** 0.5 * x0 + (1 - ac) ** 0.5 * eps, original_samples)
+@patch_method(Sampler)
+def _output(self, prev, pred_x0, ref, return_dict):
+    out = SamplerOutput(_like(prev, ref), _like(pred_x0, ref))
+    return out if return_dict else out.to_tuple()
 
-    def _output(self, prev, pred_x0, ref, return_dict):
-        out = SamplerOutput(_like(prev, ref), _like(pred_x0, ref))
-        return out if return_dict else out.to_tuple()
+# %% ../../nbs/10_samplers.ipynb #3443932c
+@patch_method(Sampler)
+def add_noise(self, original_samples, noise, timesteps):
+    r"Forward process $q(x_t|x_0)$: $\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (one timestep per batch item)."
+    x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+    t = np.atleast_1d(_as_numpy(timesteps)).astype(np.int64)
+    ac = self._batch_coeff(self.alphas_cumprod[t], x0).astype(x0.dtype)
+    return _like(ac ** 0.5 * x0 + (1 - ac) ** 0.5 * eps, original_samples)
 
-# %% ../../nbs/10_samplers.ipynb #9614c709
+# %% ../../nbs/10_samplers.ipynb #7fcbdfc9
 def threshold_sample(x: np.ndarray, ratio: float = 0.995, max_value: float = 1.0) -> np.ndarray:
     "Imagen's dynamic thresholding: clip each sample to its `ratio` quantile of |x| (at least 1, at most `max_value`) and rescale."
     b = x.shape[0]
@@ -288,7 +310,7 @@ def pred_from_model_output(model_output, sample, alpha_prod_t, prediction_type):
                 alpha_prod_t ** 0.5 * model_output + beta_prod_t ** 0.5 * sample)
     raise ValueError(f"prediction_type={prediction_type!r}; use 'epsilon', 'sample' or 'v_prediction'")
 
-
+# %% ../../nbs/10_samplers.ipynb #9614c709
 class DDIMSampler(Sampler):
     "DDIM (diffusers `DDIMScheduler`, its defaults)."
     defaults = {**_COMMON, "clip_sample": True, "set_alpha_to_one": True, "thresholding": False,
@@ -374,29 +396,31 @@ class DDPMSampler(Sampler):
             return frac * np.log(beta) + (1 - frac) * np.log(var)
         return var
 
-    def step(self, model_output, timestep, sample, generator=None, noise=None, return_dict: bool = True):
-        "One ancestral step; `noise` (or `generator`) supplies $z$."
-        eps, x = self._inputs(model_output, sample)
-        t = int(_scalar(timestep))
-        prev_t = self.previous_timestep(t)
-        pred_var = None
-        if eps.shape[1] == x.shape[1] * 2 and self.config.variance_type in ("learned", "learned_range"):
-            eps, pred_var = eps[:, :x.shape[1]], eps[:, x.shape[1]:]
-        a_t = self._ac(t)
-        a_prev = self._ac(prev_t) if prev_t >= 0 else np.ones(1, np.float32)
-        b_t, b_prev = 1 - a_t, 1 - a_prev
-        cur_alpha = a_t / a_prev
-        cur_beta = 1 - cur_alpha
-        x0, _ = pred_from_model_output(eps, x, a_t, self.config.prediction_type)
-        x0 = self._clip_x0(x0)
-        prev = (a_prev ** 0.5 * cur_beta / b_t) * x0 + (cur_alpha ** 0.5 * b_prev / b_t) * x
-        if t > 0:
-            z = draw_noise(eps.shape, generator, noise, x.dtype)
-            vt = self.config.variance_type
-            if vt == "fixed_small_log": prev = prev + self._variance(t, pred_var) * z
-            elif vt == "learned_range": prev = prev + np.exp(0.5 * self._variance(t, pred_var)) * z
-            else: prev = prev + self._variance(t, pred_var) ** 0.5 * z
-        return self._output(prev, x0, sample, return_dict)
+# %% ../../nbs/10_samplers.ipynb #2d0482a2
+@patch_method(DDPMSampler)
+def step(self, model_output, timestep, sample, generator=None, noise=None, return_dict: bool = True):
+    "One ancestral step; `noise` (or `generator`) supplies $z$."
+    eps, x = self._inputs(model_output, sample)
+    t = int(_scalar(timestep))
+    prev_t = self.previous_timestep(t)
+    pred_var = None
+    if eps.shape[1] == x.shape[1] * 2 and self.config.variance_type in ("learned", "learned_range"):
+        eps, pred_var = eps[:, :x.shape[1]], eps[:, x.shape[1]:]
+    a_t = self._ac(t)
+    a_prev = self._ac(prev_t) if prev_t >= 0 else np.ones(1, np.float32)
+    b_t, b_prev = 1 - a_t, 1 - a_prev
+    cur_alpha = a_t / a_prev
+    cur_beta = 1 - cur_alpha
+    x0, _ = pred_from_model_output(eps, x, a_t, self.config.prediction_type)
+    x0 = self._clip_x0(x0)
+    prev = (a_prev ** 0.5 * cur_beta / b_t) * x0 + (cur_alpha ** 0.5 * b_prev / b_t) * x
+    if t > 0:
+        z = draw_noise(eps.shape, generator, noise, x.dtype)
+        vt = self.config.variance_type
+        if vt == "fixed_small_log": prev = prev + self._variance(t, pred_var) * z
+        elif vt == "learned_range": prev = prev + np.exp(0.5 * self._variance(t, pred_var)) * z
+        else: prev = prev + self._variance(t, pred_var) ** 0.5 * z
+    return self._output(prev, x0, sample, return_dict)
 
 # %% ../../nbs/10_samplers.ipynb #1964fee7
 class PNDMSampler(Sampler):
@@ -429,67 +453,74 @@ class PNDMSampler(Sampler):
         self.timesteps = np.concatenate([self.prk_timesteps, self.plms_timesteps]).astype(np.int64)
         self._reset()
 
-    def _transfer(self, x, t, prev_t, eps):
-        "The transfer $\\phi(x_t, \\epsilon, t, t')$."
-        a_t = self._ac(t)
-        a_prev = self._ac(prev_t) if prev_t >= 0 else self.final_alpha_cumprod
-        b_t, b_prev = 1 - a_t, 1 - a_prev
-        if self.config.prediction_type == "v_prediction": eps = a_t ** 0.5 * eps + b_t ** 0.5 * x
-        denom = a_t * b_prev ** 0.5 + (a_t * b_t * a_prev) ** 0.5
-        return (a_prev / a_t) ** 0.5 * x - (a_prev - a_t) * eps / denom
+# %% ../../nbs/10_samplers.ipynb #ddb9c796
+@patch_method(PNDMSampler)
+def _transfer(self, x, t, prev_t, eps):
+    "The transfer $\\phi(x_t, \\epsilon, t, t')$."
+    a_t = self._ac(t)
+    a_prev = self._ac(prev_t) if prev_t >= 0 else self.final_alpha_cumprod
+    b_t, b_prev = 1 - a_t, 1 - a_prev
+    if self.config.prediction_type == "v_prediction": eps = a_t ** 0.5 * eps + b_t ** 0.5 * x
+    denom = a_t * b_prev ** 0.5 + (a_t * b_t * a_prev) ** 0.5
+    return (a_prev / a_t) ** 0.5 * x - (a_prev - a_t) * eps / denom
 
-    def step(self, model_output, timestep, sample, return_dict: bool = True):
-        "One PRK or PLMS step, whichever the position in the schedule asks for."
-        self._check_ready()
-        eps, x = self._inputs(model_output, sample)
-        t = int(_scalar(timestep))
-        if self.counter < len(self.prk_timesteps) and not self.config.skip_prk_steps:
-            prev = self._step_prk(eps, t, x)
-        else:
-            prev = self._step_plms(eps, t, x)
-        self.counter += 1
-        return self._output(prev, None, sample, return_dict)
+@patch_method(PNDMSampler)
+def step(self, model_output, timestep, sample, return_dict: bool = True):
+    "One PRK or PLMS step, whichever the position in the schedule asks for."
+    self._check_ready()
+    eps, x = self._inputs(model_output, sample)
+    t = int(_scalar(timestep))
+    if self.counter < len(self.prk_timesteps) and not self.config.skip_prk_steps:
+        prev = self._step_prk(eps, t, x)
+    else:
+        prev = self._step_plms(eps, t, x)
+    self.counter += 1
+    return self._output(prev, None, sample, return_dict)
 
-    def _step_prk(self, eps, t, x):
-        n = self.num_inference_steps
-        prev_t = t - (0 if self.counter % 2 else self.config.num_train_timesteps // n // 2)
-        t = int(self.prk_timesteps[self.counter // 4 * 4])
-        k = self.counter % 4
-        if k == 0:
-            self.cur_model_output = self.cur_model_output + 1 / 6 * eps
-            self.ets.append(eps)
-            self.cur_sample = x
-        elif k in (1, 2):
-            self.cur_model_output = self.cur_model_output + 1 / 3 * eps
-        else:
-            eps = self.cur_model_output + 1 / 6 * eps
-            self.cur_model_output = 0
-        cur = self.cur_sample if self.cur_sample is not None else x
-        return self._transfer(cur, t, prev_t, eps)
+# %% ../../nbs/10_samplers.ipynb #11651b13
+@patch_method(PNDMSampler)
+def _step_prk(self, eps, t, x):
+    n = self.num_inference_steps
+    prev_t = t - (0 if self.counter % 2 else self.config.num_train_timesteps // n // 2)
+    t = int(self.prk_timesteps[self.counter // 4 * 4])
+    k = self.counter % 4
+    if k == 0:
+        self.cur_model_output = self.cur_model_output + 1 / 6 * eps
+        self.ets.append(eps)
+        self.cur_sample = x
+    elif k in (1, 2):
+        self.cur_model_output = self.cur_model_output + 1 / 3 * eps
+    else:
+        eps = self.cur_model_output + 1 / 6 * eps
+        self.cur_model_output = 0
+    cur = self.cur_sample if self.cur_sample is not None else x
+    return self._transfer(cur, t, prev_t, eps)
 
-    def _step_plms(self, eps, t, x):
-        if not self.config.skip_prk_steps and len(self.ets) < 3:
-            raise ValueError("PNDM's PLMS steps need the Runge-Kutta warm-up first: iterate over `sampler.timesteps` from the start")
-        delta = self.config.num_train_timesteps // self.num_inference_steps
-        prev_t = t - delta
-        if self.counter != 1:
-            self.ets = self.ets[-3:]
-            self.ets.append(eps)
-        else:
-            prev_t, t = t, t + delta
-        e = self.ets
-        if len(e) == 1 and self.counter == 0:
-            self.cur_sample = x
-        elif len(e) == 1 and self.counter == 1:
-            eps = (eps + e[-1]) / 2
-            x, self.cur_sample = self.cur_sample, None
-        elif len(e) == 2:
-            eps = (3 * e[-1] - e[-2]) / 2
-        elif len(e) == 3:
-            eps = (23 * e[-1] - 16 * e[-2] + 5 * e[-3]) / 12
-        else:
-            eps = 1 / 24 * (55 * e[-1] - 59 * e[-2] + 37 * e[-3] - 9 * e[-4])
-        return self._transfer(x, t, prev_t, eps)
+# %% ../../nbs/10_samplers.ipynb #602d17e9
+@patch_method(PNDMSampler)
+def _step_plms(self, eps, t, x):
+    if not self.config.skip_prk_steps and len(self.ets) < 3:
+        raise ValueError("PNDM's PLMS steps need the Runge-Kutta warm-up first: iterate over `sampler.timesteps` from the start")
+    delta = self.config.num_train_timesteps // self.num_inference_steps
+    prev_t = t - delta
+    if self.counter != 1:
+        self.ets = self.ets[-3:]
+        self.ets.append(eps)
+    else:
+        prev_t, t = t, t + delta
+    e = self.ets
+    if len(e) == 1 and self.counter == 0:
+        self.cur_sample = x
+    elif len(e) == 1 and self.counter == 1:
+        eps = (eps + e[-1]) / 2
+        x, self.cur_sample = self.cur_sample, None
+    elif len(e) == 2:
+        eps = (3 * e[-1] - e[-2]) / 2
+    elif len(e) == 3:
+        eps = (23 * e[-1] - 16 * e[-2] + 5 * e[-3]) / 12
+    else:
+        eps = 1 / 24 * (55 * e[-1] - 59 * e[-2] + 37 * e[-3] - 9 * e[-4])
+    return self._transfer(x, t, prev_t, eps)
 
 # %% ../../nbs/10_samplers.ipynb #1b237848
 _SIGMA = {**_COMMON, "timestep_spacing": "linspace"}
@@ -524,28 +555,33 @@ class SigmaSampler(Sampler):
 
     def _sigma(self, i): return self.sigmas[i:i + 1]
 
-    def add_noise(self, original_samples, noise, timesteps):
-        r"Forward process in sigma: $x_0 + \sigma_t\epsilon$, $t$ one of `self.timesteps` per batch item."
-        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
-        idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
-        return _like(x0 + eps * self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype), original_samples)
+# %% ../../nbs/10_samplers.ipynb #bbfdd830
+@patch_method(SigmaSampler)
+def add_noise(self, original_samples, noise, timesteps):
+    r"Forward process in sigma: $x_0 + \sigma_t\epsilon$, $t$ one of `self.timesteps` per batch item."
+    x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+    idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
+    return _like(x0 + eps * self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype), original_samples)
 
-    def scale_model_input(self, sample, timestep):
-        r"$x/\sqrt{\sigma^2+1}$: the model was trained on unit-variance-ish inputs $x_t$."
-        self._init_step_index(timestep)
-        x = _as_numpy(sample)
-        s = self._input_sigma()
-        return _like(x / (s ** 2 + 1) ** 0.5, sample)
+@patch_method(SigmaSampler)
+def scale_model_input(self, sample, timestep):
+    r"$x/\sqrt{\sigma^2+1}$: the model was trained on unit-variance-ish inputs $x_t$."
+    self._init_step_index(timestep)
+    x = _as_numpy(sample)
+    s = self._input_sigma()
+    return _like(x / (s ** 2 + 1) ** 0.5, sample)
 
-    def _input_sigma(self): return self._sigma(self._step_index)
+@patch_method(SigmaSampler)
+def _input_sigma(self): return self._sigma(self._step_index)
 
-    def _x0(self, eps, x, sigma):
-        p = self.config.prediction_type
-        if p == "epsilon": return x - sigma * eps
-        if p == "v_prediction": return eps * (-sigma / (sigma ** 2 + 1) ** 0.5) + x / (sigma ** 2 + 1)
-        return eps  # "sample"
+@patch_method(SigmaSampler)
+def _x0(self, eps, x, sigma):
+    p = self.config.prediction_type
+    if p == "epsilon": return x - sigma * eps
+    if p == "v_prediction": return eps * (-sigma / (sigma ** 2 + 1) ** 0.5) + x / (sigma ** 2 + 1)
+    return eps  # "sample"
 
-
+# %% ../../nbs/10_samplers.ipynb #c081e094
 class EulerDiscreteSampler(SigmaSampler):
     "Euler's method on the probability-flow ODE (diffusers `EulerDiscreteScheduler`, its defaults)."
     defaults = {**_SIGMA, "interpolation_type": "linear", "use_karras_sigmas": False, "use_exponential_sigmas": False,
@@ -584,7 +620,7 @@ class EulerDiscreteSampler(SigmaSampler):
         self._step_index += 1
         return self._output(prev, x0, sample, return_dict)
 
-
+# %% ../../nbs/10_samplers.ipynb #b98e9fe1
 class EulerAncestralDiscreteSampler(SigmaSampler):
     "Euler with ancestral noise (diffusers `EulerAncestralDiscreteScheduler`, its defaults)."
     defaults = {**_SIGMA, "rescale_betas_zero_snr": False}
@@ -659,7 +695,7 @@ class HeunDiscreteSampler(SigmaSampler):
         self._step_index += 1
         return self._output(prev, x0, sample, return_dict)
 
-
+# %% ../../nbs/10_samplers.ipynb #5ace53e5
 class KDPM2AncestralDiscreteSampler(SigmaSampler):
     "DPM-Solver-2 with ancestral noise (diffusers `KDPM2AncestralDiscreteScheduler`, its defaults)."
     order = 2
@@ -704,27 +740,29 @@ class KDPM2AncestralDiscreteSampler(SigmaSampler):
         i = self._step_index
         return self.sigmas[i:i + 1] if self.state_in_first_order else self.sigmas_interpol[i - 1:i]
 
-    def step(self, model_output, timestep, sample, generator=None, noise=None, return_dict: bool = True):
-        "Half step to the log-midpoint (first call), then the full step from there plus noise (second call)."
-        self._init_step_index(timestep)
-        eps, x = self._inputs(model_output, sample)
-        i = self._step_index
-        first = self.state_in_first_order
-        j = i if first else i - 1
-        sigma, s_mid = self.sigmas[j:j + 1], self.sigmas_interpol[j:j + 1]
-        s_up, s_down = self.sigmas_up[j:j + 1], self.sigmas_down[i - 1:i]
-        x0 = self._x0(eps, x, sigma if first else s_mid)
-        if first:
-            derivative = (x - x0) / sigma
-            self.sample, self.dt = x, s_mid - sigma
-            prev = x + derivative * (s_mid - sigma)
-        else:
-            derivative = (x - x0) / s_mid
-            x, self.sample = self.sample, None
-            prev = x + derivative * (s_down - sigma)
-            prev = prev + draw_noise(eps.shape, generator, noise, eps.dtype) * s_up
-        self._step_index += 1
-        return self._output(prev, x0, sample, return_dict)
+# %% ../../nbs/10_samplers.ipynb #83b5b05f
+@patch_method(KDPM2AncestralDiscreteSampler)
+def step(self, model_output, timestep, sample, generator=None, noise=None, return_dict: bool = True):
+    "Half step to the log-midpoint (first call), then the full step from there plus noise (second call)."
+    self._init_step_index(timestep)
+    eps, x = self._inputs(model_output, sample)
+    i = self._step_index
+    first = self.state_in_first_order
+    j = i if first else i - 1
+    sigma, s_mid = self.sigmas[j:j + 1], self.sigmas_interpol[j:j + 1]
+    s_up, s_down = self.sigmas_up[j:j + 1], self.sigmas_down[i - 1:i]
+    x0 = self._x0(eps, x, sigma if first else s_mid)
+    if first:
+        derivative = (x - x0) / sigma
+        self.sample, self.dt = x, s_mid - sigma
+        prev = x + derivative * (s_mid - sigma)
+    else:
+        derivative = (x - x0) / s_mid
+        x, self.sample = self.sample, None
+        prev = x + derivative * (s_down - sigma)
+        prev = prev + draw_noise(eps.shape, generator, noise, eps.dtype) * s_up
+    self._step_index += 1
+    return self._output(prev, x0, sample, return_dict)
 
 # %% ../../nbs/10_samplers.ipynb #a641d4c0
 def alpha_sigma_of(sigma):
@@ -732,16 +770,6 @@ def alpha_sigma_of(sigma):
     alpha = 1 / (sigma ** 2 + 1) ** 0.5
     return alpha, sigma * alpha
 
-
-def _dpm_solver_2(c, x, a_t, s_t, a_ref, s_ref, h, D0, D1):
-    "The second-order DPM-Solver(++) update from reference point `ref`, for both solver types (midpoint/heun)."
-    if c.algorithm_type == "dpmsolver++":
-        if c.solver_type == "midpoint":
-            return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
-        return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
-    if c.solver_type == "midpoint":
-        return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - 0.5 * (s_t * (np.exp(h) - 1.0)) * D1
-    return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
 
 class _MultistepBase(Sampler):
     "Shared by DPM-Solver multistep/singlestep and DEIS: the sigma schedule and model-output conversion."
@@ -758,76 +786,97 @@ class _MultistepBase(Sampler):
         self.model_outputs = [None] * c.solver_order
         if c.solver_order not in (1, 2, 3): raise ValueError(f"solver_order={c.solver_order}; use 1, 2 or 3")
 
-    def _finish_timesteps(self, t, n, last_sigma):
-        "Sigmas for timesteps `t` (Karras-spaced if asked), ending with `last_sigma`."
-        c = self.config
-        train = sigmas_of(self.alphas_cumprod)
-        log_sigmas = np.log(train)
-        if c.use_karras_sigmas:
-            s = karras_sigmas(train[0].item(), train[-1].item(), n)
-            t = np.array([sigma_to_t(v, log_sigmas) for v in s])
-            if c.beta_schedule != "squaredcos_cap_v2" or type(self) is not DPMSolverMultistepSampler: t = t.round()
-        else:
-            s = interp_sigmas(t, train)
-        if last_sigma == "sigma_min": last = sigmas_of(self.alphas_cumprod[:1])[0]
-        elif last_sigma == "zero": last = 0.0
-        elif last_sigma == "repeat": last = s[-1]
-        else: raise ValueError(f"final_sigmas_type={last_sigma!r}; use 'zero' or 'sigma_min'")
-        self.sigmas = np.concatenate([s, [last]]).astype(np.float32)
-        self.timesteps = np.asarray(t).astype(np.int64)
-        self.num_inference_steps = len(t)
-        self.model_outputs = [None] * c.solver_order
-        self._step_index = None
+# %% ../../nbs/10_samplers.ipynb #01fcf65b
+@patch_method(_MultistepBase)
+def _finish_timesteps(self, t, n, last_sigma):
+    "Sigmas for timesteps `t` (Karras-spaced if asked), ending with `last_sigma`."
+    c = self.config
+    train = sigmas_of(self.alphas_cumprod)
+    log_sigmas = np.log(train)
+    if c.use_karras_sigmas:
+        s = karras_sigmas(train[0].item(), train[-1].item(), n)
+        t = np.array([sigma_to_t(v, log_sigmas) for v in s])
+        if c.beta_schedule != "squaredcos_cap_v2" or type(self) is not DPMSolverMultistepSampler: t = t.round()
+    else:
+        s = interp_sigmas(t, train)
+    if last_sigma == "sigma_min": last = sigmas_of(self.alphas_cumprod[:1])[0]
+    elif last_sigma == "zero": last = 0.0
+    elif last_sigma == "repeat": last = s[-1]
+    else: raise ValueError(f"final_sigmas_type={last_sigma!r}; use 'zero' or 'sigma_min'")
+    self.sigmas = np.concatenate([s, [last]]).astype(np.float32)
+    self.timesteps = np.asarray(t).astype(np.int64)
+    self.num_inference_steps = len(t)
+    self.model_outputs = [None] * c.solver_order
+    self._step_index = None
 
-    def _alpha_sigma(self, i): return alpha_sigma_of(self.sigmas[i:i + 1])
+@patch_method(_MultistepBase)
+def _alpha_sigma(self, i): return alpha_sigma_of(self.sigmas[i:i + 1])
 
-    def add_noise(self, original_samples, noise, timesteps):
-        r"Forward process $\alpha_t x_0 + \sigma_t\epsilon$ at the schedule's noise levels, $t$ one of `self.timesteps` per item."
-        x0, eps = _as_numpy(original_samples), _as_numpy(noise)
-        idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
-        alpha, sigma = alpha_sigma_of(self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype))
-        return _like(alpha * x0 + sigma * eps, original_samples)
+@patch_method(_MultistepBase)
+def add_noise(self, original_samples, noise, timesteps):
+    r"Forward process $\alpha_t x_0 + \sigma_t\epsilon$ at the schedule's noise levels, $t$ one of `self.timesteps` per item."
+    x0, eps = _as_numpy(original_samples), _as_numpy(noise)
+    idx = [self._index_for_timestep(t) for t in np.atleast_1d(_as_numpy(timesteps))]
+    alpha, sigma = alpha_sigma_of(self._batch_coeff(self.sigmas[idx], x0).astype(x0.dtype))
+    return _like(alpha * x0 + sigma * eps, original_samples)
 
-    def _lambda(self, alpha, sigma):
-        r"$\lambda = \log\alpha_t - \log\sigma_t$ (+inf at the final $\sigma=0$, as in diffusers)."
-        with np.errstate(divide="ignore"): return np.log(alpha) - np.log(sigma)
+# %% ../../nbs/10_samplers.ipynb #2d88fc9b
+@patch_method(_MultistepBase)
+def _lambda(self, alpha, sigma):
+    r"$\lambda = \log\alpha_t - \log\sigma_t$ (+inf at the final $\sigma=0$, as in diffusers)."
+    with np.errstate(divide="ignore"): return np.log(alpha) - np.log(sigma)
 
-    def _data_pred(self, eps, x):
-        r"$\hat x_0$ from the model output at the current step."
-        c = self.config
-        alpha, sigma = self._alpha_sigma(self._step_index)
-        if c.prediction_type == "epsilon":
-            if c.get("variance_type") in ("learned", "learned_range"): eps = eps[:, :3]
-            x0 = (x - sigma * eps) / alpha
-        elif c.prediction_type == "sample": x0 = eps
-        else: x0 = alpha * x - sigma * eps
-        if c.thresholding: x0 = threshold_sample(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
-        return x0
+@patch_method(_MultistepBase)
+def _data_pred(self, eps, x):
+    r"$\hat x_0$ from the model output at the current step."
+    c = self.config
+    alpha, sigma = self._alpha_sigma(self._step_index)
+    if c.prediction_type == "epsilon":
+        if c.get("variance_type") in ("learned", "learned_range"): eps = eps[:, :3]
+        x0 = (x - sigma * eps) / alpha
+    elif c.prediction_type == "sample": x0 = eps
+    else: x0 = alpha * x - sigma * eps
+    if c.thresholding: x0 = threshold_sample(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+    return x0
 
-    def _noise_pred(self, eps, x):
-        r"$\hat\epsilon$ from the model output at the current step (algorithm `dpmsolver`)."
-        c = self.config
-        alpha, sigma = self._alpha_sigma(self._step_index)
-        if c.prediction_type == "epsilon":
-            if c.get("variance_type") in ("learned", "learned_range"): eps = eps[:, :3]
-        elif c.prediction_type == "sample": eps = (x - alpha * eps) / sigma
-        else: eps = alpha * eps + sigma * x
-        if c.thresholding:
-            x0 = threshold_sample((x - sigma * eps) / alpha, c.dynamic_thresholding_ratio, c.sample_max_value)
-            eps = (x - alpha * x0) / sigma
-        return eps
+@patch_method(_MultistepBase)
+def _noise_pred(self, eps, x):
+    r"$\hat\epsilon$ from the model output at the current step (algorithm `dpmsolver`)."
+    c = self.config
+    alpha, sigma = self._alpha_sigma(self._step_index)
+    if c.prediction_type == "epsilon":
+        if c.get("variance_type") in ("learned", "learned_range"): eps = eps[:, :3]
+    elif c.prediction_type == "sample": eps = (x - alpha * eps) / sigma
+    else: eps = alpha * eps + sigma * x
+    if c.thresholding:
+        x0 = threshold_sample((x - sigma * eps) / alpha, c.dynamic_thresholding_ratio, c.sample_max_value)
+        eps = (x - alpha * x0) / sigma
+    return eps
 
-    def _first_order(self, m, x):
-        "DPM-Solver-1 (= DDIM) from step i to i+1."
-        i = self._step_index
-        a_t, s_t = self._alpha_sigma(i + 1)
-        a_s, s_s = self._alpha_sigma(i)
-        h = self._lambda(a_t, s_t) - self._lambda(a_s, s_s)
-        if self.config.algorithm_type == "dpmsolver++":
-            return s_t / s_s * x - a_t * (np.exp(-h) - 1.0) * m
-        return a_t / a_s * x - s_t * (np.exp(h) - 1.0) * m
+# %% ../../nbs/10_samplers.ipynb #fc40e1b9
+@patch_method(_MultistepBase)
+def _first_order(self, m, x):
+    "DPM-Solver-1 (= DDIM) from step i to i+1."
+    i = self._step_index
+    a_t, s_t = self._alpha_sigma(i + 1)
+    a_s, s_s = self._alpha_sigma(i)
+    h = self._lambda(a_t, s_t) - self._lambda(a_s, s_s)
+    if self.config.algorithm_type == "dpmsolver++":
+        return s_t / s_s * x - a_t * (np.exp(-h) - 1.0) * m
+    return a_t / a_s * x - s_t * (np.exp(h) - 1.0) * m
 
 
+def _dpm_solver_2(c, x, a_t, s_t, a_ref, s_ref, h, D0, D1):
+    "The second-order DPM-Solver(++) update from reference point `ref`, for both solver types (midpoint/heun)."
+    if c.algorithm_type == "dpmsolver++":
+        if c.solver_type == "midpoint":
+            return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
+        return s_t / s_ref * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
+    if c.solver_type == "midpoint":
+        return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - 0.5 * (s_t * (np.exp(h) - 1.0)) * D1
+    return a_t / a_ref * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+
+# %% ../../nbs/10_samplers.ipynb #5477c871
 _DPM = {**_COMMON, "timestep_spacing": "linspace", "solver_order": 2, "thresholding": False,
         "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++",
         "solver_type": "midpoint", "use_karras_sigmas": False, "use_exponential_sigmas": False,
@@ -862,55 +911,60 @@ class DPMSolverMultistepSampler(_MultistepBase):
         self._finish_timesteps(t, num_inference_steps, c.final_sigmas_type)
         self.lower_order_nums = 0
 
-    def _second_order(self, ms_, x):
-        i, c = self._step_index, self.config
-        a_t, s_t = self._alpha_sigma(i + 1)
-        a_s0, s_s0 = self._alpha_sigma(i)
-        a_s1, s_s1 = self._alpha_sigma(i - 1)
-        l_t, l_s0, l_s1 = self._lambda(a_t, s_t), self._lambda(a_s0, s_s0), self._lambda(a_s1, s_s1)
-        m0, m1 = ms_[-1], ms_[-2]
-        h, h0 = l_t - l_s0, l_s0 - l_s1
-        r0 = h0 / h
-        D0, D1 = m0, 1.0 / r0 * (m0 - m1)
-        return _dpm_solver_2(c, x, a_t, s_t, a_s0, s_s0, h, D0, D1)
+# %% ../../nbs/10_samplers.ipynb #5bcb01a0
+@patch_method(DPMSolverMultistepSampler)
+def _second_order(self, ms_, x):
+    i, c = self._step_index, self.config
+    a_t, s_t = self._alpha_sigma(i + 1)
+    a_s0, s_s0 = self._alpha_sigma(i)
+    a_s1, s_s1 = self._alpha_sigma(i - 1)
+    l_t, l_s0, l_s1 = self._lambda(a_t, s_t), self._lambda(a_s0, s_s0), self._lambda(a_s1, s_s1)
+    m0, m1 = ms_[-1], ms_[-2]
+    h, h0 = l_t - l_s0, l_s0 - l_s1
+    r0 = h0 / h
+    D0, D1 = m0, 1.0 / r0 * (m0 - m1)
+    return _dpm_solver_2(c, x, a_t, s_t, a_s0, s_s0, h, D0, D1)
 
-    def _third_order(self, ms_, x):
-        i, c = self._step_index, self.config
-        a_t, s_t = self._alpha_sigma(i + 1)
-        lam = [self._lambda(*self._alpha_sigma(j)) for j in (i, i - 1, i - 2)]
-        a_s0, s_s0 = self._alpha_sigma(i)
-        l_t = self._lambda(a_t, s_t)
-        m0, m1, m2 = ms_[-1], ms_[-2], ms_[-3]
-        h, h0, h1 = l_t - lam[0], lam[0] - lam[1], lam[1] - lam[2]
-        r0, r1 = h0 / h, h1 / h
-        D1_0, D1_1 = 1.0 / r0 * (m0 - m1), 1.0 / r1 * (m1 - m2)
-        D1 = D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1)
-        D2 = 1.0 / (r0 + r1) * (D1_0 - D1_1)
-        if c.algorithm_type == "dpmsolver++":
-            return (s_t / s_s0 * x - a_t * (np.exp(-h) - 1.0) * m0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
-                    - a_t * ((np.exp(-h) - 1.0 + h) / h ** 2 - 0.5) * D2)
-        return (a_t / a_s0 * x - s_t * (np.exp(h) - 1.0) * m0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
-                - s_t * ((np.exp(h) - 1.0 - h) / h ** 2 - 0.5) * D2)
+@patch_method(DPMSolverMultistepSampler)
+def _third_order(self, ms_, x):
+    i, c = self._step_index, self.config
+    a_t, s_t = self._alpha_sigma(i + 1)
+    lam = [self._lambda(*self._alpha_sigma(j)) for j in (i, i - 1, i - 2)]
+    a_s0, s_s0 = self._alpha_sigma(i)
+    l_t = self._lambda(a_t, s_t)
+    m0, m1, m2 = ms_[-1], ms_[-2], ms_[-3]
+    h, h0, h1 = l_t - lam[0], lam[0] - lam[1], lam[1] - lam[2]
+    r0, r1 = h0 / h, h1 / h
+    D1_0, D1_1 = 1.0 / r0 * (m0 - m1), 1.0 / r1 * (m1 - m2)
+    D1 = D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1)
+    D2 = 1.0 / (r0 + r1) * (D1_0 - D1_1)
+    if c.algorithm_type == "dpmsolver++":
+        return (s_t / s_s0 * x - a_t * (np.exp(-h) - 1.0) * m0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
+                - a_t * ((np.exp(-h) - 1.0 + h) / h ** 2 - 0.5) * D2)
+    return (a_t / a_s0 * x - s_t * (np.exp(h) - 1.0) * m0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+            - s_t * ((np.exp(h) - 1.0 - h) / h ** 2 - 0.5) * D2)
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
-        "One multistep update, of order min(solver_order, outputs seen so far), first order at the end."
-        self._check_ready()
-        self._init_step_index(timestep)
-        c = self.config
-        eps, x = self._inputs(model_output, sample)
-        i, n = self._step_index, len(self.timesteps)
-        lower_final = i == n - 1 and (c.euler_at_final or (c.lower_order_final and n < 15) or c.final_sigmas_type == "zero")
-        lower_second = i == n - 2 and c.lower_order_final and n < 15
-        m = self._data_pred(eps, x) if c.algorithm_type == "dpmsolver++" else self._noise_pred(eps, x)
-        self.model_outputs = self.model_outputs[1:] + [m]
-        if c.solver_order == 1 or self.lower_order_nums < 1 or lower_final: prev = self._first_order(m, x)
-        elif c.solver_order == 2 or self.lower_order_nums < 2 or lower_second: prev = self._second_order(self.model_outputs, x)
-        else: prev = self._third_order(self.model_outputs, x)
-        self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
-        self._step_index += 1
-        return self._output(prev, None, sample, return_dict)
+# %% ../../nbs/10_samplers.ipynb #4d7e68a1
+@patch_method(DPMSolverMultistepSampler)
+def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
+    "One multistep update, of order min(solver_order, outputs seen so far), first order at the end."
+    self._check_ready()
+    self._init_step_index(timestep)
+    c = self.config
+    eps, x = self._inputs(model_output, sample)
+    i, n = self._step_index, len(self.timesteps)
+    lower_final = i == n - 1 and (c.euler_at_final or (c.lower_order_final and n < 15) or c.final_sigmas_type == "zero")
+    lower_second = i == n - 2 and c.lower_order_final and n < 15
+    m = self._data_pred(eps, x) if c.algorithm_type == "dpmsolver++" else self._noise_pred(eps, x)
+    self.model_outputs = self.model_outputs[1:] + [m]
+    if c.solver_order == 1 or self.lower_order_nums < 1 or lower_final: prev = self._first_order(m, x)
+    elif c.solver_order == 2 or self.lower_order_nums < 2 or lower_second: prev = self._second_order(self.model_outputs, x)
+    else: prev = self._third_order(self.model_outputs, x)
+    self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
+    self._step_index += 1
+    return self._output(prev, None, sample, return_dict)
 
-
+# %% ../../nbs/10_samplers.ipynb #439ad6c7
 class DPMSolverSinglestepSampler(_MultistepBase):
     "Singlestep DPM-Solver++ (diffusers `DPMSolverSinglestepScheduler`, its defaults)."
     defaults = {k: v for k, v in _DPM.items() if k not in ("timestep_spacing", "steps_offset")} | {"lower_order_final": False}
@@ -951,59 +1005,64 @@ class DPMSolverSinglestepSampler(_MultistepBase):
             self.config["lower_order_final"] = True   # diffusers switches this on here too
         self.order_list = self.get_order_list(n)
 
-    def _second_order(self, ms_, x):
-        i, c = self._step_index, self.config
-        a_t, s_t = self._alpha_sigma(i + 1)
-        a_s0, s_s0 = self._alpha_sigma(i)
-        a_s1, s_s1 = self._alpha_sigma(i - 1)
-        l_t, l_s0, l_s1 = self._lambda(a_t, s_t), self._lambda(a_s0, s_s0), self._lambda(a_s1, s_s1)
-        m0, m1 = ms_[-1], ms_[-2]
-        h, h0 = l_t - l_s1, l_s0 - l_s1
-        r0 = h0 / h
-        D0, D1 = m1, 1.0 / r0 * (m0 - m1)
-        return _dpm_solver_2(c, x, a_t, s_t, a_s1, s_s1, h, D0, D1)
+# %% ../../nbs/10_samplers.ipynb #e213af91
+@patch_method(DPMSolverSinglestepSampler)
+def _second_order(self, ms_, x):
+    i, c = self._step_index, self.config
+    a_t, s_t = self._alpha_sigma(i + 1)
+    a_s0, s_s0 = self._alpha_sigma(i)
+    a_s1, s_s1 = self._alpha_sigma(i - 1)
+    l_t, l_s0, l_s1 = self._lambda(a_t, s_t), self._lambda(a_s0, s_s0), self._lambda(a_s1, s_s1)
+    m0, m1 = ms_[-1], ms_[-2]
+    h, h0 = l_t - l_s1, l_s0 - l_s1
+    r0 = h0 / h
+    D0, D1 = m1, 1.0 / r0 * (m0 - m1)
+    return _dpm_solver_2(c, x, a_t, s_t, a_s1, s_s1, h, D0, D1)
 
-    def _third_order(self, ms_, x):
-        i, c = self._step_index, self.config
-        a_t, s_t = self._alpha_sigma(i + 1)
-        a_s2, s_s2 = self._alpha_sigma(i - 2)
-        lam = [self._lambda(*self._alpha_sigma(j)) for j in (i, i - 1, i - 2)]
-        l_t = self._lambda(a_t, s_t)
-        m0, m1, m2 = ms_[-1], ms_[-2], ms_[-3]
-        h, h0, h1 = l_t - lam[2], lam[0] - lam[2], lam[1] - lam[2]
-        r0, r1 = h0 / h, h1 / h
-        D0 = m2
-        D1_0, D1_1 = 1.0 / r1 * (m1 - m2), 1.0 / r0 * (m0 - m2)
-        D1 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1)
-        D2 = 2.0 * (D1_1 - D1_0) / (r0 - r1)
-        pp = c.algorithm_type == "dpmsolver++"
-        if c.solver_type == "midpoint":
-            if pp: return s_t / s_s2 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1_1
-            return a_t / a_s2 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1_1
-        if pp:
-            return (s_t / s_s2 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
-                    - a_t * ((np.exp(-h) - 1.0 + h) / h ** 2 - 0.5) * D2)
-        return (a_t / a_s2 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
-                - s_t * ((np.exp(h) - 1.0 - h) / h ** 2 - 0.5) * D2)
+@patch_method(DPMSolverSinglestepSampler)
+def _third_order(self, ms_, x):
+    i, c = self._step_index, self.config
+    a_t, s_t = self._alpha_sigma(i + 1)
+    a_s2, s_s2 = self._alpha_sigma(i - 2)
+    lam = [self._lambda(*self._alpha_sigma(j)) for j in (i, i - 1, i - 2)]
+    l_t = self._lambda(a_t, s_t)
+    m0, m1, m2 = ms_[-1], ms_[-2], ms_[-3]
+    h, h0, h1 = l_t - lam[2], lam[0] - lam[2], lam[1] - lam[2]
+    r0, r1 = h0 / h, h1 / h
+    D0 = m2
+    D1_0, D1_1 = 1.0 / r1 * (m1 - m2), 1.0 / r0 * (m0 - m2)
+    D1 = (r0 * D1_0 - r1 * D1_1) / (r0 - r1)
+    D2 = 2.0 * (D1_1 - D1_0) / (r0 - r1)
+    pp = c.algorithm_type == "dpmsolver++"
+    if c.solver_type == "midpoint":
+        if pp: return s_t / s_s2 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1_1
+        return a_t / a_s2 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1_1
+    if pp:
+        return (s_t / s_s2 * x - a_t * (np.exp(-h) - 1.0) * D0 + a_t * ((np.exp(-h) - 1.0) / h + 1.0) * D1
+                - a_t * ((np.exp(-h) - 1.0 + h) / h ** 2 - 0.5) * D2)
+    return (a_t / a_s2 * x - s_t * (np.exp(h) - 1.0) * D0 - s_t * ((np.exp(h) - 1.0) / h - 1.0) * D1
+            - s_t * ((np.exp(h) - 1.0 - h) / h ** 2 - 0.5) * D2)
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
-        "One singlestep update; an interval of order k is walked in k calls from the sample at its start."
-        self._check_ready()
-        self._init_step_index(timestep)
-        c = self.config
-        eps, x = self._inputs(model_output, sample)
-        m = self._data_pred(eps, x) if c.algorithm_type == "dpmsolver++" else self._noise_pred(eps, x)
-        self.model_outputs = self.model_outputs[1:] + [m]
-        order = self.order_list[self._step_index]
-        while self.model_outputs[-order] is None: order -= 1
-        if order == 1: self.sample = x
-        if order == 1: prev = self._first_order(self.model_outputs[-1], self.sample)
-        elif order == 2: prev = self._second_order(self.model_outputs, self.sample)
-        else: prev = self._third_order(self.model_outputs, self.sample)
-        self._step_index += 1
-        return self._output(prev, None, sample, return_dict)
+# %% ../../nbs/10_samplers.ipynb #106b5ac2
+@patch_method(DPMSolverSinglestepSampler)
+def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
+    "One singlestep update; an interval of order k is walked in k calls from the sample at its start."
+    self._check_ready()
+    self._init_step_index(timestep)
+    c = self.config
+    eps, x = self._inputs(model_output, sample)
+    m = self._data_pred(eps, x) if c.algorithm_type == "dpmsolver++" else self._noise_pred(eps, x)
+    self.model_outputs = self.model_outputs[1:] + [m]
+    order = self.order_list[self._step_index]
+    while self.model_outputs[-order] is None: order -= 1
+    if order == 1: self.sample = x
+    if order == 1: prev = self._first_order(self.model_outputs[-1], self.sample)
+    elif order == 2: prev = self._second_order(self.model_outputs, self.sample)
+    else: prev = self._third_order(self.model_outputs, self.sample)
+    self._step_index += 1
+    return self._output(prev, None, sample, return_dict)
 
-
+# %% ../../nbs/10_samplers.ipynb #fa037f04
 class DEISMultistepSampler(_MultistepBase):
     "DEIS, log-rho multistep (diffusers `DEISMultistepScheduler`, its defaults)."
     defaults = {**{k: v for k, v in _DPM.items() if k not in ("final_sigmas_type", "lambda_min_clipped", "variance_type")},
@@ -1036,47 +1095,52 @@ class DEISMultistepSampler(_MultistepBase):
         h = self._lambda(a_t, s_t) - self._lambda(a_s, s_s)
         return a_t / a_s * x - s_t * (np.exp(h) - 1.0) * m
 
-    def _second(self, ms_, x):
-        i = self._step_index
-        (a_t, s_t), (a_0, s_0), (a_1, s_1) = (self._alpha_sigma(j) for j in (i + 1, i, i - 1))
-        r_t, r_0, r_1 = s_t / a_t, s_0 / a_0, s_1 / a_1
+# %% ../../nbs/10_samplers.ipynb #b25ebfab
+@patch_method(DEISMultistepSampler)
+def _second(self, ms_, x):
+    i = self._step_index
+    (a_t, s_t), (a_0, s_0), (a_1, s_1) = (self._alpha_sigma(j) for j in (i + 1, i, i - 1))
+    r_t, r_0, r_1 = s_t / a_t, s_0 / a_0, s_1 / a_1
 
-        def ind(t, b, c): return t * (-np.log(c) + np.log(t) - 1) / (np.log(b) - np.log(c))
-        c1 = ind(r_t, r_0, r_1) - ind(r_0, r_0, r_1)
-        c2 = ind(r_t, r_1, r_0) - ind(r_0, r_1, r_0)
-        return a_t * (x / a_0 + c1 * ms_[-1] + c2 * ms_[-2])
+    def ind(t, b, c): return t * (-np.log(c) + np.log(t) - 1) / (np.log(b) - np.log(c))
+    c1 = ind(r_t, r_0, r_1) - ind(r_0, r_0, r_1)
+    c2 = ind(r_t, r_1, r_0) - ind(r_0, r_1, r_0)
+    return a_t * (x / a_0 + c1 * ms_[-1] + c2 * ms_[-2])
 
-    def _third(self, ms_, x):
-        i = self._step_index
-        (a_t, s_t), (a_0, s_0), (a_1, s_1), (a_2, s_2) = (self._alpha_sigma(j) for j in (i + 1, i, i - 1, i - 2))
-        r_t, r_0, r_1, r_2 = s_t / a_t, s_0 / a_0, s_1 / a_1, s_2 / a_2
+@patch_method(DEISMultistepSampler)
+def _third(self, ms_, x):
+    i = self._step_index
+    (a_t, s_t), (a_0, s_0), (a_1, s_1), (a_2, s_2) = (self._alpha_sigma(j) for j in (i + 1, i, i - 1, i - 2))
+    r_t, r_0, r_1, r_2 = s_t / a_t, s_0 / a_0, s_1 / a_1, s_2 / a_2
 
-        def ind(t, b, c, d):
-            lt, lb, lc, ld = np.log(t), np.log(b), np.log(c), np.log(d)
-            num = t * (lc * (ld - lt + 1) - ld * lt + ld + lt ** 2 - 2 * lt + 2)
-            return num / ((lb - lc) * (lb - ld))
-        c1 = ind(r_t, r_0, r_1, r_2) - ind(r_0, r_0, r_1, r_2)
-        c2 = ind(r_t, r_1, r_2, r_0) - ind(r_0, r_1, r_2, r_0)
-        c3 = ind(r_t, r_2, r_0, r_1) - ind(r_0, r_2, r_0, r_1)
-        return a_t * (x / a_0 + c1 * ms_[-1] + c2 * ms_[-2] + c3 * ms_[-3])
+    def ind(t, b, c, d):
+        lt, lb, lc, ld = np.log(t), np.log(b), np.log(c), np.log(d)
+        num = t * (lc * (ld - lt + 1) - ld * lt + ld + lt ** 2 - 2 * lt + 2)
+        return num / ((lb - lc) * (lb - ld))
+    c1 = ind(r_t, r_0, r_1, r_2) - ind(r_0, r_0, r_1, r_2)
+    c2 = ind(r_t, r_1, r_2, r_0) - ind(r_0, r_1, r_2, r_0)
+    c3 = ind(r_t, r_2, r_0, r_1) - ind(r_0, r_2, r_0, r_1)
+    return a_t * (x / a_0 + c1 * ms_[-1] + c2 * ms_[-2] + c3 * ms_[-3])
 
-    def step(self, model_output, timestep, sample, return_dict: bool = True):
-        "One DEIS multistep update."
-        self._check_ready()
-        self._init_step_index(timestep)
-        c = self.config
-        eps, x = self._inputs(model_output, sample)
-        i, n = self._step_index, len(self.timesteps)
-        lower_final = i == n - 1 and c.lower_order_final and n < 15
-        lower_second = i == n - 2 and c.lower_order_final and n < 15
-        m = self._eps(eps, x)
-        self.model_outputs = self.model_outputs[1:] + [m]
-        if c.solver_order == 1 or self.lower_order_nums < 1 or lower_final: prev = self._first(m, x)
-        elif c.solver_order == 2 or self.lower_order_nums < 2 or lower_second: prev = self._second(self.model_outputs, x)
-        else: prev = self._third(self.model_outputs, x)
-        self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
-        self._step_index += 1
-        return self._output(prev, None, sample, return_dict)
+# %% ../../nbs/10_samplers.ipynb #6e28bdc0
+@patch_method(DEISMultistepSampler)
+def step(self, model_output, timestep, sample, return_dict: bool = True):
+    "One DEIS multistep update."
+    self._check_ready()
+    self._init_step_index(timestep)
+    c = self.config
+    eps, x = self._inputs(model_output, sample)
+    i, n = self._step_index, len(self.timesteps)
+    lower_final = i == n - 1 and c.lower_order_final and n < 15
+    lower_second = i == n - 2 and c.lower_order_final and n < 15
+    m = self._eps(eps, x)
+    self.model_outputs = self.model_outputs[1:] + [m]
+    if c.solver_order == 1 or self.lower_order_nums < 1 or lower_final: prev = self._first(m, x)
+    elif c.solver_order == 2 or self.lower_order_nums < 2 or lower_second: prev = self._second(self.model_outputs, x)
+    else: prev = self._third(self.model_outputs, x)
+    self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
+    self._step_index += 1
+    return self._output(prev, None, sample, return_dict)
 
 # %% ../../nbs/10_samplers.ipynb #f7564fa5
 SAMPLERS = {
