@@ -12,11 +12,9 @@ from safetensors.torch import save_file as save_torch_safetensors
 
 from mindspore import Tensor
 
-from opensora_nb.models.sd_vae import SCALING_FACTOR, AutoencoderKL, VideoAutoencoderKL
+from opensora_nb.models.sd_vae import SCALING_FACTOR, AutoencoderKL, VideoAutoencoderKL, tiny_sd_vae_config
 
-TINY = dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
-            norm_num_groups=32, sample_size=32)
+TINY = tiny_sd_vae_config(norm_num_groups=32)   # diffusers' keyword arguments too
 TOL = 1e-5
 
 

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SUPPORTED_BLOCKS', 'SD_VAE_CONFIG', 'SCALING_FACTOR', 'Conv2d', 'conv2d', 'ResnetBlock2D', 'Downsample2D',
            'Upsample2D', 'VAEAttention', 'UNetMidBlock2D', 'DownEncoderBlock2D', 'UpDecoderBlock2D', 'Encoder',
-           'Decoder', 'posterior_mode', 'posterior_sample', 'DiagonalGaussianDistribution', 'AutoencoderKL',
+           'Decoder', 'DiagonalGaussianDistribution', 'posterior_mode', 'posterior_sample', 'AutoencoderKL',
            'tiny_sd_vae_config', 'vae_state_dict_to_diffusers', 'VideoAutoencoderKL']
 
 # %% ../../nbs/06_sd_vae.ipynb #fae9b56e
@@ -21,7 +21,7 @@ from mindspore import Tensor, nn, ops
 from ..attention import attention
 from ..weights import LazyTensor, from_pretrained
 from .. import kernels
-from ..runtime import get_logger, refuse_when_compiled
+from ..runtime import get_logger, refuse_when_compiled, patch_method
 
 # %% ../../nbs/06_sd_vae.ipynb #95f306e0
 class Conv2d(nn.Conv2d):
@@ -114,7 +114,7 @@ class UNetMidBlock2D(nn.Cell):
             x = self.attentions[0](x)
         return self.resnets[1](x)
 
-
+# %% ../../nbs/06_sd_vae.ipynb #4acb3735
 class DownEncoderBlock2D(nn.Cell):
     "`num_layers` resnets, then (optionally) a stride-2 downsampler."
     def __init__(self, in_channels, out_channels, num_layers, groups=32, eps=1e-6, add_downsample=True):
@@ -171,7 +171,7 @@ class Encoder(nn.Cell):
         x = self.mid_block(x)
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
-
+# %% ../../nbs/06_sd_vae.ipynb #0e31a753
 class Decoder(nn.Cell):
     "conv_in -> mid_block -> up_blocks (reversed channels) -> GN, SiLU, conv_out."
     def __init__(self, in_channels=4, out_channels=3, block_out_channels=(64,), layers_per_block=2,
@@ -197,24 +197,6 @@ class Decoder(nn.Cell):
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
 # %% ../../nbs/06_sd_vae.ipynb #a11449ad
-def posterior_mode(moments: Tensor) -> Tensor:
-    "$\\mu$: the first half of the channels of `moments` = concat($\\mu$, $\\log\\sigma^2$) on axis 1."
-    return ops.chunk(moments, 2, axis=1)[0]
-
-def posterior_sample(moments: Tensor, noise: Tensor) -> Tensor:
-    "$\\mu + \\sigma\\epsilon$ with $\\log\\sigma^2$ clamped to [-30, 20]; the functional form (it compiles)."
-    mean, logvar = ops.chunk(moments, 2, axis=1)
-    std = ops.exp(0.5 * ops.clamp(logvar, -30.0, 20.0))
-    return mean + std * noise.astype(mean.dtype)
-
-def _posterior_noise(moments: Tensor, generator: np.random.Generator | None = None) -> Tensor:
-    "Standard normal noise of the latent's shape: from a numpy `generator` (eagerly), else MindSpore's seeded RNG."
-    shape = (moments.shape[0], moments.shape[1] // 2) + tuple(moments.shape[2:])
-    if generator is not None:
-        refuse_when_compiled("drawing posterior noise from a numpy Generator", "pass noise= or leave generator=None")
-        return Tensor(generator.standard_normal(shape).astype(np.float32))
-    return ops.randn(shape, dtype=ms.float32)
-
 class DiagonalGaussianDistribution:
     "The VAE posterior $\\mathcal N(\\mu, \\mathrm{diag}\\,\\sigma^2)$ from `parameters` = concat(mean, logvar) on axis 1."
     def __init__(self, parameters: Tensor, deterministic: bool = False):
@@ -255,6 +237,25 @@ class DiagonalGaussianDistribution:
             return ops.zeros((self.mean.shape[0],), self.mean.dtype)
         return 0.5 * (np.log(2.0 * np.pi) + self.logvar + ops.pow(sample - self.mean, 2) / self.var).sum(axis=dims)
 
+# %% ../../nbs/06_sd_vae.ipynb #f6c9e3e1
+def posterior_mode(moments: Tensor) -> Tensor:
+    "$\\mu$: the first half of the channels of `moments` = concat($\\mu$, $\\log\\sigma^2$) on axis 1."
+    return ops.chunk(moments, 2, axis=1)[0]
+
+def posterior_sample(moments: Tensor, noise: Tensor) -> Tensor:
+    "$\\mu + \\sigma\\epsilon$ with $\\log\\sigma^2$ clamped to [-30, 20]; the functional form (it compiles)."
+    mean, logvar = ops.chunk(moments, 2, axis=1)
+    std = ops.exp(0.5 * ops.clamp(logvar, -30.0, 20.0))
+    return mean + std * noise.astype(mean.dtype)
+
+def _posterior_noise(moments: Tensor, generator: np.random.Generator | None = None) -> Tensor:
+    "Standard normal noise of the latent's shape: from a numpy `generator` (eagerly), else MindSpore's seeded RNG."
+    shape = (moments.shape[0], moments.shape[1] // 2) + tuple(moments.shape[2:])
+    if generator is not None:
+        refuse_when_compiled("drawing posterior noise from a numpy Generator", "pass noise= or leave generator=None")
+        return Tensor(generator.standard_normal(shape).astype(np.float32))
+    return ops.randn(shape, dtype=ms.float32)
+
 # %% ../../nbs/06_sd_vae.ipynb #d80c9309
 _log = get_logger(__name__)
 
@@ -265,7 +266,7 @@ SD_VAE_CONFIG = dict(  # stabilityai/sd-vae-ft-ema and sd-vae-ft-mse config.json
     down_block_types=('DownEncoderBlock2D',) * 4, up_block_types=('UpDecoderBlock2D',) * 4,
     act_fn='silu', latent_channels=4, norm_num_groups=32, sample_size=256, scaling_factor=0.18215)
 
-
+# %% ../../nbs/06_sd_vae.ipynb #8e2da38a
 class AutoencoderKL(nn.Cell):
     "The SD VAE with diffusers' `AutoencoderKL` parameter names, built from its config keys."
     def __init__(self, in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',),
@@ -302,31 +303,6 @@ class AutoencoderKL(nn.Cell):
     def dtype(self):
         return self.encoder.conv_in.weight.dtype
 
-    def encode_moments(self, x: Tensor) -> Tensor:
-        "(B, C, H, W) images in [-1, 1] -> the posterior's (B, 2*latent_channels, H/f, W/f) moments."
-        h = self.encoder(x.astype(self.dtype))
-        if self.quant_conv is not None:
-            h = self.quant_conv(h)
-        return h
-
-    def encode(self, x: Tensor) -> DiagonalGaussianDistribution:
-        "(B, C, H, W) images in [-1, 1] -> posterior over (B, latent_channels, H/f, W/f) latents."
-        return DiagonalGaussianDistribution(self.encode_moments(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        "(B, latent_channels, h, w) latents (unscaled) -> (B, C, h*f, w*f) images."
-        z = z.astype(self.dtype)
-        if self.post_quant_conv is not None:
-            z = self.post_quant_conv(z)
-        return self.decoder(z)
-
-    def construct(self, sample: Tensor, sample_posterior: bool = False, noise: Tensor | None = None) -> Tensor:
-        "Reconstruct: encode, take the posterior mode (or a sample, with `noise` or MindSpore's RNG), decode."
-        moments = self.encode_moments(sample)
-        if not sample_posterior:
-            return self.decode(posterior_mode(moments))
-        return self.decode(posterior_sample(moments, _posterior_noise(moments) if noise is None else noise))
-
     @classmethod
     def from_config(cls, config: dict):
         "Build from a diffusers config dict; a config of another model class is refused."
@@ -341,6 +317,36 @@ class AutoencoderKL(nn.Cell):
                         strict: bool = True):
         "Load a diffusers folder (`config.json` + `diffusion_pytorch_model.{safetensors,bin}`) or one SD VAE file."
         return _vae_from_pretrained(cls, path, subfolder, config, dtype, strict)
+
+# %% ../../nbs/06_sd_vae.ipynb #da38f9e9
+@patch_method(AutoencoderKL)
+def encode_moments(self, x: Tensor) -> Tensor:
+    "(B, C, H, W) images in [-1, 1] -> the posterior's (B, 2*latent_channels, H/f, W/f) moments."
+    h = self.encoder(x.astype(self.dtype))
+    if self.quant_conv is not None:
+        h = self.quant_conv(h)
+    return h
+
+@patch_method(AutoencoderKL)
+def encode(self, x: Tensor) -> DiagonalGaussianDistribution:
+    "(B, C, H, W) images in [-1, 1] -> posterior over (B, latent_channels, H/f, W/f) latents."
+    return DiagonalGaussianDistribution(self.encode_moments(x))
+
+@patch_method(AutoencoderKL)
+def decode(self, z: Tensor) -> Tensor:
+    "(B, latent_channels, h, w) latents (unscaled) -> (B, C, h*f, w*f) images."
+    z = z.astype(self.dtype)
+    if self.post_quant_conv is not None:
+        z = self.post_quant_conv(z)
+    return self.decoder(z)
+
+@patch_method(AutoencoderKL)
+def construct(self, sample: Tensor, sample_posterior: bool = False, noise: Tensor | None = None) -> Tensor:
+    "Reconstruct: encode, take the posterior mode (or a sample, with `noise` or MindSpore's RNG), decode."
+    moments = self.encode_moments(sample)
+    if not sample_posterior:
+        return self.decode(posterior_mode(moments))
+    return self.decode(posterior_sample(moments, _posterior_noise(moments) if noise is None else noise))
 
 # %% ../../nbs/06_sd_vae.ipynb #a78e9f6d
 def tiny_sd_vae_config(**overrides) -> dict:
@@ -367,7 +373,7 @@ def _ldm_to_diffusers_name(name: str, num_up: int) -> str:
     name = re.sub(r'^(encoder|decoder)\.norm_out\.', r'\1.conv_norm_out.', name)
     return name.replace('.nin_shortcut.', '.conv_shortcut.')
 
-
+# %% ../../nbs/06_sd_vae.ipynb #4b464215
 def _conv1x1_to_linear(v):
     "A 1x1 conv weight (C_out, C_in, 1, 1) as a linear weight (C_out, C_in); numpy array or lazy checkpoint entry."
     shape = tuple(v.shape[:2])
@@ -442,27 +448,33 @@ class VideoAutoencoderKL(nn.Cell):
         out = parts[0] if len(parts) == 1 else ops.cat(parts, axis=0)
         return out.reshape((b, t) + tuple(out.shape[1:])).transpose(0, 2, 1, 3, 4)
 
-    def encode(self, x: Tensor, sample_posterior: bool = True, generator: np.random.Generator | None = None) -> Tensor:
-        "Clip in [-1, 1] `(B, 3, T, H, W)` -> scaled latents `(B, 4, T, H/8, W/8)` (a posterior sample, as the original)."
-        frames, step = self._frames(x)
-        parts = []
-        for i in range(0, frames.shape[0], step):
-            m = self.module.encode_moments(frames[i:i + step])
-            z = posterior_sample(m, _posterior_noise(m, generator)) if sample_posterior else posterior_mode(m)
-            parts.append(z * SCALING_FACTOR)
-        return self._video(parts, x.shape[0], x.shape[2])
+# %% ../../nbs/06_sd_vae.ipynb #95035f91
+@patch_method(VideoAutoencoderKL)
+def encode(self, x: Tensor, sample_posterior: bool = True, generator: np.random.Generator | None = None) -> Tensor:
+    "Clip in [-1, 1] `(B, 3, T, H, W)` -> scaled latents `(B, 4, T, H/8, W/8)` (a posterior sample, as the original)."
+    frames, step = self._frames(x)
+    parts = []
+    for i in range(0, frames.shape[0], step):
+        m = self.module.encode_moments(frames[i:i + step])
+        z = posterior_sample(m, _posterior_noise(m, generator)) if sample_posterior else posterior_mode(m)
+        parts.append(z * SCALING_FACTOR)
+    return self._video(parts, x.shape[0], x.shape[2])
 
-    def decode(self, z: Tensor) -> Tensor:
-        "Scaled latents `(B, 4, T, h, w)` -> clip `(B, 3, T, 8h, 8w)`."
-        frames, step = self._frames(z)
-        parts = [self.module.decode(frames[i:i + step] / SCALING_FACTOR) for i in range(0, frames.shape[0], step)]
-        return self._video(parts, z.shape[0], z.shape[2])
+@patch_method(VideoAutoencoderKL)
+def decode(self, z: Tensor) -> Tensor:
+    "Scaled latents `(B, 4, T, h, w)` -> clip `(B, 3, T, 8h, 8w)`."
+    frames, step = self._frames(z)
+    parts = [self.module.decode(frames[i:i + step] / SCALING_FACTOR) for i in range(0, frames.shape[0], step)]
+    return self._video(parts, z.shape[0], z.shape[2])
 
-    def construct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+@patch_method(VideoAutoencoderKL)
+def construct(self, x: Tensor) -> Tensor:
+    return self.decode(self.encode(x))
 
-    def get_latent_size(self, input_size):
-        "(T, H, W) of the clip -> (T, H/8, W/8) of the latent."
-        if any(s is not None and s % p for s, p in zip(input_size, self.patch_size)):
-            raise ValueError(f"input size {tuple(input_size)} must be divisible by the patch size {self.patch_size}")
-        return [s // p if s is not None else None for s, p in zip(input_size, self.patch_size)]
+# %% ../../nbs/06_sd_vae.ipynb #c1089341
+@patch_method(VideoAutoencoderKL)
+def get_latent_size(self, input_size):
+    "(T, H, W) of the clip -> (T, H/8, W/8) of the latent."
+    if any(s is not None and s % p for s, p in zip(input_size, self.patch_size)):
+        raise ValueError(f"input size {tuple(input_size)} must be divisible by the patch size {self.patch_size}")
+    return [s // p if s is not None else None for s, p in zip(input_size, self.patch_size)]
