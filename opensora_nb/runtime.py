@@ -26,6 +26,7 @@ __all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'patch_m
 def patch_method(cls):
     "Attach the decorated function to `cls` as a method (so each method can sit under its own prose and check)."
     def attach(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"   # what tracebacks and show_doc print
         setattr(cls, f.__name__, f)
         return f
     return attach

@@ -136,6 +136,11 @@ def _table_f32(arr) -> Tensor:
     "A float64 schedule table as a float32 tensor constant (what a compiled lookup gathers from)."
     return Tensor(np.asarray(arr, dtype=np.float64).astype(np.float32))
 
+@constexpr(check=False)
+def _table_i32(values) -> Tensor:
+    "A list of steps as an int32 tensor constant (the respaced -> original timestep map, compiled)."
+    return Tensor(np.asarray(values, dtype=np.int32))
+
 def _extract_into_tensor(arr, timesteps, broadcast_shape):
     "Gather float64 `arr` at `timesteps`, cast to float32, broadcast to `broadcast_shape` (batch first)."
     if compiling():  # the same float32 values, gathered in the graph (no host copy of the timesteps there)
@@ -186,6 +191,10 @@ class GaussianDiffusion:
             if len(self.posterior_variance) > 1 else np.array([]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
+    def _model_timesteps(self, t):
+        "The timesteps the model is called with (a respaced diffusion maps them back to the original steps)."
+        return t
 
     def __repr__(self):
         return (f"{type(self).__name__}(num_timesteps={self.num_timesteps}, {self.model_mean_type.name}, "
@@ -247,7 +256,7 @@ def p_mean_variance(self, model, x, t, clip_denoised=True, denoised_fn=None, mod
     if tuple(t.shape) != (B,):
         raise ValueError(f"t must have shape ({B},) (one timestep per sample); got {tuple(t.shape)}")
     if model_output is None:
-        model_output = model(x, t, **model_kwargs)
+        model_output = model(x, self._model_timesteps(t), **model_kwargs)
     extra = None
     if isinstance(model_output, tuple):
         model_output, extra = model_output
@@ -295,6 +304,8 @@ def p_mean_variance(self, model, x, t, clip_denoised=True, denoised_fn=None, mod
 # %% ../../nbs/04_iddpm.ipynb #dd90730a
 def _nonzero_mask(t, shape):
     "1.0 where t != 0 (noise is added), 0.0 at the last step; full `shape` (see the note on broadcasting above)."
+    if compiling():
+        return ops.broadcast_to((t != 0).astype(ms.float32).reshape((-1,) + (1,) * (len(shape) - 1)), tuple(shape))
     m = (_timesteps_np(t) != 0).astype(np.float32).reshape((-1,) + (1,) * (len(shape) - 1))
     return Tensor(np.ascontiguousarray(np.broadcast_to(m, tuple(shape))))
 
@@ -352,7 +363,7 @@ def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_f
 @patch_method(GaussianDiffusion)
 def condition_mean(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
     "Mean shifted by the classifier gradient (Sohl-Dickstein et al. 2015)."
-    gradient = cond_fn(x, t, **(model_kwargs or {}))
+    gradient = cond_fn(x, self._model_timesteps(t), **(model_kwargs or {}))
     return p_mean_var["mean"].astype(ms.float32) + p_mean_var["variance"] * gradient.astype(ms.float32)
 
 
@@ -361,7 +372,7 @@ def condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
     "p_mean_variance's output with the score conditioned by `cond_fn` (Song et al. 2020)."
     alpha_bar = _extract_into_tensor(self.alphas_cumprod, t, x.shape)
     eps = self._predict_eps_from_xstart(x, t, p_mean_var["pred_xstart"])
-    eps = eps - ops.sqrt(1 - alpha_bar) * cond_fn(x, t, **(model_kwargs or {}))
+    eps = eps - ops.sqrt(1 - alpha_bar) * cond_fn(x, self._model_timesteps(t), **(model_kwargs or {}))
     out = dict(p_mean_var)
     out["pred_xstart"] = self._predict_xstart_from_eps(x, t, eps)
     out["mean"], _, _ = self.q_posterior_mean_variance(x_start=out["pred_xstart"], x_t=x, t=t)
@@ -504,7 +515,7 @@ def training_losses(self, model, x_start, t, model_kwargs=None, noise=None):
             terms["loss"] = terms["loss"] * self.num_timesteps
         return terms
 
-    model_output = model(x_t, t, **model_kwargs)
+    model_output = model(x_t, self._model_timesteps(t), **model_kwargs)
     if isinstance(model_output, tuple):
         model_output = model_output[0]
     model_output = model_output.astype(ms.float32)
@@ -599,16 +610,6 @@ def space_timesteps(num_timesteps, section_counts):
     return set(all_steps)
 
 # %% ../../nbs/04_iddpm.ipynb #912872d9
-class _WrappedModel:
-    "Calls `model` with the original timesteps: `timestep_map[ts]` (respaced index -> original step)."
-    def __init__(self, model, timestep_map, original_num_steps):
-        self.model, self.timestep_map, self.original_num_steps = model, timestep_map, original_num_steps
-
-    def __call__(self, x, ts, **kwargs):
-        new_ts = _timesteps_tensor(np.asarray(self.timestep_map)[_timesteps_np(ts)], ts.dtype)
-        return self.model(x, new_ts, **kwargs)
-
-
 class SpacedDiffusion(GaussianDiffusion):
     "A diffusion that keeps only `use_timesteps` of a base diffusion built from `**kwargs` (betas, types)."
     def __init__(self, use_timesteps, **kwargs):
@@ -626,27 +627,17 @@ class SpacedDiffusion(GaussianDiffusion):
         self.identity_map = self.timestep_map == list(range(self.original_num_steps))
         super().__init__(**kwargs)
 
-    # (the base class named, not super(): MindSpore's compiler resolves a zero-argument super() of a plain class
-    # back to this class, an endless recursion)
-    def p_mean_variance(self, model, *args, **kwargs):
-        return GaussianDiffusion.p_mean_variance(self, self._wrap_model(model), *args, **kwargs)
-
-    def training_losses(self, model, *args, **kwargs):
-        return GaussianDiffusion.training_losses(self, self._wrap_model(model), *args, **kwargs)
-
-    def condition_mean(self, cond_fn, *args, **kwargs):
-        return GaussianDiffusion.condition_mean(self, self._wrap_model(cond_fn), *args, **kwargs)
-
-    def condition_score(self, cond_fn, *args, **kwargs):
-        return GaussianDiffusion.condition_score(self, self._wrap_model(cond_fn), *args, **kwargs)
-
-    def _wrap_model(self, model):
-        if model is None or isinstance(model, _WrappedModel) or self.identity_map:
-            return model  # every step kept (training): the map is the identity
-        return _WrappedModel(model, self.timestep_map, self.original_num_steps)
+    def _model_timesteps(self, t):
+        "The original steps the model was trained on: `timestep_map[t]` (respaced index -> step 0..999)."
+        if self.identity_map:
+            return t  # every step kept (training)
+        if compiling():
+            return ops.gather(_table_i32(self.timestep_map), t, 0).astype(t.dtype)
+        return _timesteps_tensor(np.asarray(self.timestep_map)[_timesteps_np(t)], t.dtype)
 
     def _scale_timesteps(self, t):
-        return t  # the wrapped model does the mapping
+        return t  # the model sees the original steps through _model_timesteps
+
 
 # %% ../../nbs/04_iddpm.ipynb #2033a31c
 class ScheduleSampler:
