@@ -127,6 +127,8 @@ def build_for_convert(model: str, src, strict: bool = True, key: str | None = No
         raise ValueError(f"unknown model {model!r}; choose one of {sorted(CONVERT_MODELS)} (or 'none' to only rename)")
     return _converters()[model](os.fspath(src), strict, key, dtype, subfolder, rename)
 
+
+# %% ../nbs/18_cli.ipynb #ea03c138
 def _parse_rename(pairs) -> dict | None:
     if not pairs: return None
     bad = [p for p in pairs if '=' not in p]
