@@ -18,7 +18,7 @@ from mindspore import nn, ops, Tensor, Parameter
 from .. import kernels
 from ..kernels import pad_first_frame
 from ..runtime import get_logger, patch_method, progress, refuse_when_compiled
-from ..weights import from_pretrained
+from ..weights import from_pretrained, save_checkpoint_atomic
 
 # %% auto #0
 __all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'CausalConv3d', 'Conv2d',
@@ -659,12 +659,10 @@ def torch_state_dict(self) -> dict:
 @patch_method(CausalVAEModel)
 def save_pretrained(self, folder: str | os.PathLike):
     "Write `config.json` + `diffusion_pytorch_model.safetensors` with the original names."
-    from safetensors.numpy import save_file
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     cfg = {"_class_name": "CausalVAEModel", **{k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}}
     (folder / _CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    save_file({k: np.ascontiguousarray(v) for k, v in self.torch_state_dict().items()},
-              str(folder / _WEIGHTS_NAME))
+    save_checkpoint_atomic(self.torch_state_dict(), folder / _WEIGHTS_NAME)   # never a half-written file
 
 # %% ../../nbs/08_causalvae.ipynb #c6d48d43
 def _time_chunks(t: int, size: int) -> list:

@@ -19,7 +19,7 @@ from mindspore.common.initializer import initializer, Normal
 from ..attention import attention
 from ..blocks import LayerNorm, TimestepEmbedder
 from ..runtime import patch_method, get_logger, compute_dtype
-from ..weights import from_pretrained, load_weights
+from ..weights import from_pretrained, load_weights, save_checkpoint_atomic
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'LATTE_VERSIONS', 'Latte_models', 'sincos_1d_from_grid', 'latte_2d_sincos_pos_embed',
@@ -556,13 +556,10 @@ def latte_torch_state_dict(model: LatteT2V) -> dict:
 
 def save_latte_pretrained(model: LatteT2V, folder, safe_serialization=True):
     "Write `config.json` + `diffusion_pytorch_model.safetensors` (torch names), the diffusers folder layout."
-    from safetensors.numpy import save_file
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config, _class_name="LatteT2V", _diffusers_version="0.27.2")  # Open-Sora-Plan v1.0.0 pins 0.27.2
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    sd = {k: np.ascontiguousarray(v) for k, v in latte_torch_state_dict(model).items()}
-    tmp = folder / "diffusion_pytorch_model.safetensors.tmp"
-    save_file(sd, str(tmp)); os.replace(tmp, folder / "diffusion_pytorch_model.safetensors")
+    save_checkpoint_atomic(latte_torch_state_dict(model), folder / "diffusion_pytorch_model.safetensors")
     return folder
 
 LatteT2V.save_pretrained = save_latte_pretrained
