@@ -101,14 +101,17 @@ def _read_with_ffmpeg(path, idx, cause):
 VIDEO_SUFFIXES = (".mp4", ".gif", ".mkv", ".avi", ".mov", ".webm")
 
 
-def to_uint8_video(x, layout: str = "CTHW") -> np.ndarray:
-    "Frames in [-1, 1] (`CTHW`, `TCHW` or `THWC`; numpy or MindSpore) -> uint8 `(T, H, W, C)` as the originals save them."
+def to_uint8_video(x, layout: str = "CTHW", rounding: bool = False) -> np.ndarray:
+    """Frames in [-1, 1] (`CTHW`, `TCHW` or `THWC`; numpy or MindSpore) -> uint8 `(T, H, W, C)` as the originals save
+    them: Open-Sora-Plan truncates (`(x/2 + 0.5).clamp(0, 1) * 255` to uint8), Open-Sora v1.0's `save_sample` rounds
+    (`rounding=True`: `* 255 + 0.5`)."""
     x = x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
     x = x.astype(np.float32)
     if layout == "CTHW": x = x.transpose(1, 2, 3, 0)
     elif layout == "TCHW": x = x.transpose(0, 2, 3, 1)
     elif layout != "THWC": raise ValueError(f"layout={layout!r}; use 'CTHW', 'TCHW' or 'THWC'")
-    return (np.clip((x + 1) / 2, 0, 1) * 255).astype(np.uint8)
+    x = np.clip((x + 1) / 2, 0, 1) * 255
+    return (np.clip(x + 0.5, 0, 255) if rounding else x).astype(np.uint8)
 
 
 def write_video(path, frames, fps: float = 24, quality: int = 9) -> Path:

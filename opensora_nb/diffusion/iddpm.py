@@ -715,9 +715,10 @@ class IDDPM(SpacedDiffusion):
 # %% ../../nbs/04_iddpm.ipynb #372a9e3d
 @patch_method(IDDPM)
 def sample(self, model, text_encoder, z_size, prompts, device=None, additional_args=None, noise=None,
-           progress=True, use_ddim=False, eta=0.0):
+           progress=True, use_ddim=False, eta=0.0, callback=None):
     """Guided samples (n, *z_size) for `prompts` (n = len(prompts); with `CaptionEmbeddings` prompts may be None).
-    `noise` (n, *z_size) replaces the draw of z; `additional_args` are extra model kwargs; `device` is ignored."""
+    `noise` (n, *z_size) replaces the draw of z; `additional_args` are extra model kwargs; `device` is ignored;
+    `callback(step, t, sample)` sees the (guided, doubled) batch after every step (a pipeline checks it is finite)."""
     if getattr(text_encoder, "y_embedder", 0) is None and hasattr(model, "y_embedder"):
         text_encoder.y_embedder = model.y_embedder
     model_args = dict(text_encoder.encode(prompts))
@@ -740,11 +741,15 @@ def sample(self, model, text_encoder, z_size, prompts, device=None, additional_a
     if additional_args is not None:
         model_args.update(additional_args)
     forward = partial(forward_with_cfg, model, cfg_scale=self.cfg_scale)
-    loop = self.ddim_sample_loop if use_ddim else self.p_sample_loop
+    loop = self.ddim_sample_loop_progressive if use_ddim else self.p_sample_loop_progressive
     extra = {"eta": eta} if use_ddim else {}
-    samples = loop(forward, tuple(z.shape), z, clip_denoised=False, model_kwargs=model_args, progress=progress,
-                   device=device, **extra)
-    return samples[:n]
+    steps = loop(forward, tuple(z.shape), z, clip_denoised=False, model_kwargs=model_args, progress=progress,
+                 device=device, **extra)
+    final = None
+    for step, final in enumerate(steps):
+        if callback is not None:
+            callback(step, self.timestep_map[self.num_timesteps - 1 - step], final["sample"])
+    return final["sample"][:n]
 
 # %% ../../nbs/04_iddpm.ipynb #3353b56a
 class CaptionEmbeddings:
