@@ -22,7 +22,8 @@ from .weights import (SKIP_OBJECTS, cast_lazy, load_weights, make_renamer, open_
 # %% auto #0
 __all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'run_demo', 'demo_main', 'build_for_convert',
            'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser', 'vae_rec_main', 'flat_sample_config',
-           'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser', 'plan_sample_main']
+           'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser', 'plan_sample_main',
+           'infer_vae_parser', 'infer_vae_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -492,3 +493,54 @@ def plan_sample_main(argv=None) -> int:
         return 1
     print(json.dumps(dict(outputs=paths, stages=stages), ensure_ascii=False))
     return 0
+
+# %% ../nbs/18_cli.ipynb #92acbbdc
+def infer_vae_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensora-infer-vae", description="Cache VAE latents of an annotation file's "
+                                "clips, one .npz per clip (latent_mean, latent_std, fps, ori_size).")
+    p.add_argument("--csv_path", required=True, help="annotation file: CSV with or without a header, or Open-Sora-Plan JSON")
+    p.add_argument("--video_folder", default=None, help="root of the clips' relative paths (default: the file's folder)")
+    p.add_argument("--video_column", default="video", help="clip column of a CSV with a header")
+    p.add_argument("--caption_column", default="caption", help="caption column of a CSV with a header")
+    p.add_argument("--output_path", default=None, help="cache folder (default: the annotation file's folder)")
+    p.add_argument("--vae_type", default="sd", choices=["sd", "causalvae"])
+    p.add_argument("--vae_checkpoint", default="models/sd-vae-ft-ema",
+                   help="SD VAE folder or file (sd), or the released CausalVAE folder (causalvae)")
+    p.add_argument("--image_size", type=int, nargs="+", default=[256], help="frame size: one int or height width")
+    p.add_argument("--num_frames", type=int, default=None, help="frames per clip from frame 0 (default: all)")
+    p.add_argument("--frame_stride", type=int, default=1, help="take every n-th frame")
+    p.add_argument("--vae_micro_batch_size", type=int, default=64, help="frames per SD VAE call")
+    p.add_argument("--transform", default=None, choices=["opensora", "plan"],
+                   help="resize/crop of Open-Sora (sd default) or Open-Sora-Plan (causalvae default)")
+    p.add_argument("--enable_tiling", action="store_true", help="tiled CausalVAE encoding (large clips on CPU)")
+    p.add_argument("--device", default=None, help="CPU, GPU or Ascend (default: MindSpore's)")
+    return p
+
+# %% ../nbs/18_cli.ipynb #af35bd37
+def infer_vae_main(argv=None) -> dict:
+    "Console entry point `opensora-infer-vae`."
+    from opensora_nb.data.cache import cache_vae_latents
+    from opensora_nb.data.datasets import read_annotations
+    parser = infer_vae_parser()
+    a = parser.parse_args(argv)
+    try:
+        if len(a.image_size) not in (1, 2): raise ValueError(f"--image_size takes 1 or 2 ints, got {a.image_size}")
+        if a.device and a.device != device_target(): set_runtime(a.device)
+        rows = read_annotations(a.csv_path, a.video_folder, a.video_column, a.caption_column)
+        output = Path(a.output_path) if a.output_path else Path(a.csv_path).parent
+        if a.vae_type == "sd":
+            from opensora_nb.models.sd_vae import AutoencoderKL
+            vae = AutoencoderKL.from_pretrained(a.vae_checkpoint)
+        else:
+            from opensora_nb.vae_rec import load_causalvae
+            vae = load_causalvae(a.vae_checkpoint)
+            vae.enable_tiling(a.enable_tiling)
+        vae.set_train(False)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(1, f"opensora-infer-vae: error: {e}\n")
+    size = a.image_size[0] if len(a.image_size) == 1 else tuple(a.image_size)
+    result = cache_vae_latents(vae, rows, output, size, a.num_frames, a.frame_stride, a.vae_type,
+                               a.vae_micro_batch_size, a.transform)
+    get_logger("commands").info("VAE-latent cache in %s: %d written, %d already there, skipped %s", output,
+                                result["written"], result["skipped"], result["failed"] or "none")
+    return result
