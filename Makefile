@@ -18,6 +18,8 @@ help:
 	@echo "make export - nbdev_export + nbdev_clean (after editing nbs/)"
 	@echo "make readme - regenerate README.md from nbs/index.ipynb"
 	@echo "make bench  - run every bench/*.py (one JSON line each)"
+	@echo "make docs   - build the offline docs site into _docs/ (make docs-check: check it in headless Chromium)"
+	@echo "make lab    - JupyterLab on nbs/ with the opensora_nb kernel (LAB_ARGS=--no-browser for no browser)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +30,7 @@ $(STAMP_RUN): $(BIN)/python settings.ini setup.py
 	touch $(STAMP_RUN)
 
 $(STAMP_TEST): $(STAMP_RUN)
-	$(BIN)/pip install -q -e ".[dev,parity]"
+	$(BIN)/pip install -q -e ".[dev,parity,docs]"
 	touch $(STAMP_TEST)
 
 install: $(STAMP_RUN)
@@ -49,8 +51,35 @@ export: $(STAMP_TEST)
 readme: $(STAMP_TEST)
 	$(BIN)/python tools/docs.py readme
 
-docs: $(STAMP_TEST)
+# docs: the offline site (Sphinx + myst-nb, MathJax inside the site) into _docs/; docs-check: open it in headless
+# Chromium (installed from Debian when missing), count broken links, raw math, missing images; screenshots.
+STAMP_DOCS := $(VENV)/.opensora_nb-docs
+$(STAMP_DOCS): $(STAMP_TEST)
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $(STAMP_DOCS)
+
+docs: $(STAMP_DOCS)
 	$(BIN)/python tools/docs.py site _docs
+
+docs-check: docs
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium; }; }
+	$(BIN)/python tools/docs_check.py _docs --screenshots docs/screenshots
+
+# lab: JupyterLab + ipywidgets in .venv, the kernel `opensora_nb` (.venv's python), opened on nbs/.
+# `make lab LAB_ARGS=--no-browser` for a server without a browser.
+STAMP_LAB := $(VENV)/.opensora_nb-lab
+LAB_ARGS ?=
+$(STAMP_LAB): $(STAMP_RUN)
+	$(BIN)/pip install -q -e ".[lab]"
+	$(BIN)/python tools/lab.py install-kernel
+	touch $(STAMP_LAB)
+
+lab: $(STAMP_LAB)
+	$(BIN)/jupyter lab --notebook-dir=nbs --MappingKernelManager.default_kernel_name=opensora_nb $(LAB_ARGS)
+
+.PHONY: docs-check lab
 
 bench: $(STAMP_TEST)
 	@for f in bench/*.py; do $(BIN)/python $$f; done
