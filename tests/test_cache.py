@@ -94,3 +94,29 @@ def test_missing_t5_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         infer_t5_main(["--csv_path", str(tmp_path / "v.csv"), "--t5_model_dir", str(tmp_path / "no_t5")])
     assert e.value.code == 1 and "spiece.model" in capsys.readouterr().err
+
+
+def test_infer_vae_causalvae_round_trip(tmp_path):
+    "opensora-infer-vae --vae_type causalvae: the cached mean is the VAE's posterior mean; the dataset reads it back."
+    from opensora_nb.commands import infer_vae_main
+    from opensora_nb.data.cache import load_latent_cache
+    from opensora_nb.data.datasets import VideoTextDataset, read_clip
+    from opensora_nb.data.video import video_transform, write_video
+    from opensora_nb.models.causalvae import CausalVAEModel, tiny_causalvae_config
+    ms.set_seed(0)
+    CausalVAEModel(**tiny_causalvae_config()).save_pretrained(tmp_path / "vae")
+    write_video(tmp_path / "clips/a.mp4", np.random.default_rng(1).integers(0, 255, (11, 24, 32, 3), dtype=np.uint8), fps=8)
+    (tmp_path / "a.json").write_text(json.dumps([{"path": "clips/a.mp4", "cap": ["noise"]}, {"path": "clips/x.mp4", "cap": ["gone"]}]))
+    argv = ["--csv_path", str(tmp_path / "a.json"), "--vae_type", "causalvae", "--vae_checkpoint", str(tmp_path / "vae"),
+            "--output_path", str(tmp_path / "lat"), "--image_size", "16", "--num_frames", "5", "--frame_stride", "2"]
+    assert infer_vae_main(argv) == dict(written=1, skipped=0, failed={"missing": 1}, total=2)
+    c = load_latent_cache(tmp_path / "lat/clips/a.npz")
+    vae = CausalVAEModel.from_pretrained(tmp_path / "vae").set_train(False)
+    x = video_transform(read_clip(tmp_path / "clips/a.mp4", np.linspace(0, 9, 5, dtype=int)), 16, "plan")
+    np.testing.assert_allclose(c["latent_mean"], vae.encode(ms.Tensor(x[None])).mean.asnumpy()[0].transpose(1, 0, 2, 3), atol=1e-5)
+    assert c["latent_std"].shape == (2, 4, 2, 2) and c["ori_size"].tolist() == [24, 32] and float(c["fps"]) == 8.0
+    ds = VideoTextDataset(tmp_path / "a.json", num_frames=5, frame_stride=2, vae_latent_folder=tmp_path / "lat",
+                          latent_sampling="whole", latent_sample=False)
+    assert ds.skip_counts() == {"missing_latent": 1}
+    np.testing.assert_allclose(ds[0]["latent"], 0.18215 * c["latent_mean"].transpose(1, 0, 2, 3), rtol=1e-6)
+    assert infer_vae_main(argv)["skipped"] == 1   # resumed: nothing recomputed
