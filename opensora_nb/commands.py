@@ -20,10 +20,10 @@ from .weights import (SKIP_OBJECTS, cast_lazy, load_weights, make_renamer, open_
                                  save_checkpoint_atomic)
 
 # %% auto #0
-__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'run_demo', 'demo_main', 'build_for_convert',
-           'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser', 'vae_rec_main', 'flat_sample_config',
-           'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser', 'plan_sample_main',
-           'infer_vae_parser', 'infer_vae_main']
+__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'run_demo', 'demo_main',
+           'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser', 'vae_rec_main',
+           'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser',
+           'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser', 'eval_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -544,3 +544,70 @@ def infer_vae_main(argv=None) -> dict:
     get_logger("commands").info("VAE-latent cache in %s: %d written, %d already there, skipped %s", output,
                                 result["written"], result["skipped"], result["failed"] or "none")
     return result
+
+# %% ../nbs/18_cli.ipynb #ec59120c
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensora-eval", description="PSNR, SSIM, LPIPS, FVD and CLIP score of videos")
+    p.add_argument("--real", required=True, help="folder of real (reference) videos")
+    p.add_argument("--fake", required=True, help="folder of generated/reconstructed videos (same file names for psnr/ssim/lpips)")
+    p.add_argument("--metrics", default="psnr,ssim", help="comma-separated: psnr,ssim,lpips,fvd,clip")
+    p.add_argument("--num_frames", type=int, default=None, help="frames read from each video (default: all)")
+    p.add_argument("--lpips_net", default="alex", choices=["alex", "vgg"])
+    p.add_argument("--lpips_backbone", default=None, help="torchvision alexnet-owt-7be5be79.pth / vgg16-397923af.pth")
+    p.add_argument("--lpips_lin", default=None, help="lpips' alex.pth / vgg.pth (default: from an installed lpips wheel)")
+    p.add_argument("--i3d", default=None, help="i3d_pretrained_400.pt (FVD)")
+    p.add_argument("--clip_model", default=None, help="a Hugging Face CLIP folder, e.g. clip-vit-base-patch32")
+    p.add_argument("--prompts", default=None, help="prompts of the fake videos (.txt a line each, or .csv)")
+    p.add_argument("--fvd_size", type=int, default=224, help="I3D input size (224 as the original)")
+    return p
+
+
+def _videos_in(folder) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir(): raise FileNotFoundError(f"{folder} is not a folder of videos")
+    vids = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTS}
+    if not vids: raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTS)}) in {folder}")
+    return vids
+
+
+def _read_prompts(path, names) -> list:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        import csv
+        rows = [r for r in csv.reader(path.open(encoding="utf-8")) if r]
+        if rows and [c.strip().lower() for c in rows[0][:2]] in (["video", "caption"], ["path", "caption"]): rows = rows[1:]
+        by_name = {Path(r[0]).stem: r[1] for r in rows}
+        missing = [n for n in names if n not in by_name]
+        if missing: raise ValueError(f"{path} has no caption for {missing[:5]}")
+        return [by_name[n] for n in names]
+    lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    if len(lines) != len(names): raise ValueError(f"{path} has {len(lines)} prompts for {len(names)} videos")
+    return lines
+
+# %% ../nbs/18_cli.ipynb #0e60c975
+def eval_main(argv=None) -> dict:
+    "Console entry point `opensora-eval`: a table of the asked metrics, then one JSON line."
+    from opensora_nb.data.video import read_video_frames
+    from opensora_nb.metrics import evaluate_videos
+    a = eval_parser().parse_args(argv)
+    real, fake = _videos_in(a.real), _videos_in(a.fake)
+    metrics = [m.strip().lower() for m in a.metrics.split(",") if m.strip()]
+    if {"psnr", "ssim", "lpips"} & set(metrics):
+        names = sorted(set(real) & set(fake))
+        if not names: raise SystemExit(f"no video names in common between {a.real} and {a.fake} (psnr/ssim/lpips pair them by name)")
+        real_names, fake_names = names, names
+    else:
+        real_names, fake_names = sorted(real), sorted(fake)
+    read = lambda p: read_video_frames(p, a.num_frames, allow_fewer=True)[0]
+    captions = _read_prompts(a.prompts, fake_names) if a.prompts else None
+    t0 = time.time()
+    r = evaluate_videos([read(real[n]) for n in real_names], [read(fake[n]) for n in fake_names], metrics,
+                        captions=captions, lpips_net=a.lpips_net, lpips_backbone=a.lpips_backbone,
+                        lpips_lin=a.lpips_lin, i3d_path=a.i3d, clip_path=a.clip_model, fvd_size=a.fvd_size)
+    print(f"{'metric':<8}{'value':>12}")
+    for k, v in r.items(): print(f"{k:<8}{v:>12.4f}")
+    out = {**r, "videos_real": len(real_names), "videos_fake": len(fake_names), "seconds": round(time.time() - t0, 2)}
+    print(json.dumps(out))
+    return out
