@@ -353,7 +353,8 @@ class InceptionI3d(nn.Cell):
     def from_pretrained(cls, path, strict: bool = True) -> "InceptionI3d":
         "Load `i3d_pretrained_400.pt` (see `METRIC_WEIGHTS`) strictly by name."
         model = cls()
-        model.load_report = load_weights(model, str(require_weights(path, "i3d")), strict=strict)
+        model.load_report = load_weights(model, str(require_weights(path, "i3d")), strict=strict,
+                                         rename={"re:\\.num_batches_tracked$": None})   # torch bookkeeping
         return model
 
 # %% ../nbs/19_metrics.ipynb #74c2f954
