@@ -178,13 +178,32 @@ def _copy_mathjax(static: Path):
         else: b.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(a, b)
 
 
+def module_data(mod: str) -> list:
+    "The constants a module exports (names in `__all__` bound by assignment; autodoc's `:members:` skips them)."
+    import ast
+    tree = ast.parse((ROOT / (mod.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
+    public, assigned = [], []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if getattr(t, "id", None) == "__all__": public = list(ast.literal_eval(node.value))
+            elif isinstance(t, ast.Name): assigned.append(t.id)
+    return [n for n in public if n in assigned]
+
+
+def _unlink_missing(md: str, present: set) -> str:
+    "Links to notebooks left out of a partial build become plain text (no dead links)."
+    return re.sub(r"\[([^\]]+)\]\((\w+)\.ipynb\)", lambda m: m.group(0) if m.group(2) in present else m.group(1), md)
+
+
 def api_pages(stage: Path, modules: dict) -> list:
     "One page per exported module (`automodule`, every name in `__all__`); returns their docnames."
     names = []
     for stem, mod in modules.items():
         name = f"api/{mod.removeprefix('opensora_nb.')}"
+        data = "".join(f"\n.. autodata:: {mod}.{n}\n   :no-value:\n" for n in module_data(mod))
         _write(stage / f"{name}.md", f"# `{mod}`\n\nFrom the notebook [{stem}](../{stem}.ipynb).\n\n"
-               f"```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n```\n")
+               f"```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n{data}```\n")
         names.append(name)
     _write(stage / "api" / "index.md", "# API reference\n\nEvery exported name, module by module, from the "
            "docstrings and signatures (the notebooks' `show_doc` cells show the same with their context).\n\n"
@@ -195,8 +214,6 @@ def api_pages(stage: Path, modules: dict) -> list:
 def stage_site(stage: Path = STAGE, only=None) -> Path:
     "Lay out build/docs/src/: conf.py, docs/*.md, the notebooks as pages, API pages, MathJax (`only`: these notebooks)."
     stage.mkdir(parents=True, exist_ok=True)
-    for f in DOCS.glob("*"):
-        if f.is_file() and f.suffix in (".py", ".md"): _write(stage / f.name, f.read_text(encoding="utf-8"))
     static = stage / "_static"
     static.mkdir(exist_ok=True)
     for f in (DOCS / "_static").glob("*"): shutil.copy2(f, static / f.name)
@@ -216,6 +233,10 @@ def stage_site(stage: Path = STAGE, only=None) -> Path:
                 _toctree("Notebooks", [q.stem for q in pages if q.stem != "index"]),
                 _toctree("Reference", ["api/index"])])))
         _write(stage / p.name, nbformat.writes(nb))
+    present = {p.stem for p in pages}
+    for f in DOCS.glob("*"):
+        if f.suffix == ".py": _write(stage / f.name, f.read_text(encoding="utf-8"))
+        if f.suffix == ".md": _write(stage / f.name, _unlink_missing(f.read_text(encoding="utf-8"), present))
     api_pages(stage, modules)
     return stage
 
