@@ -56,6 +56,9 @@ _CODE_SPAN = _re.compile(r"(`+)(.+?)\1")
 
 
 def _markdown_docstring(app, what, name, obj, options, lines):
+    if what in ("data", "attribute") and type(obj).__module__ == "builtins":
+        lines[:] = []                     # a constant's "docstring" would be its type's (tuple, dict, ...)
+        return
     for i, line in enumerate(lines):
         parts, pos = [], 0
         for m in _CODE_SPAN.finditer(line):

@@ -201,9 +201,11 @@ def api_pages(stage: Path, modules: dict) -> list:
     names = []
     for stem, mod in modules.items():
         name = f"api/{mod.removeprefix('opensora_nb.')}"
-        data = "".join(f"\n.. autodata:: {mod}.{n}\n   :no-value:\n" for n in module_data(mod))
+        consts = module_data(mod)
+        data = "".join(f"\n.. autodata:: {mod}.{n}\n   :no-value:\n" for n in consts)
+        exclude = f"   :exclude-members: {', '.join(consts)}\n" if consts else ""
         _write(stage / f"{name}.md", f"# `{mod}`\n\nFrom the notebook [{stem}](../{stem}.ipynb).\n\n"
-               f"```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n{data}```\n")
+               f"```{{eval-rst}}\n.. automodule:: {mod}\n   :members:\n{exclude}{data}```\n")
         names.append(name)
     _write(stage / "api" / "index.md", "# API reference\n\nEvery exported name, module by module, from the "
            "docstrings and signatures (the notebooks' `show_doc` cells show the same with their context).\n\n"
