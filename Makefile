@@ -77,7 +77,8 @@ $(STAMP_LAB): $(STAMP_RUN)
 	touch $(STAMP_LAB)
 
 lab: $(STAMP_LAB)
-	$(BIN)/jupyter lab --notebook-dir=nbs --MappingKernelManager.default_kernel_name=opensora_nb $(LAB_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=nbs --MappingKernelManager.default_kernel_name=opensora_nb \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 .PHONY: docs-check lab
 
