@@ -20,10 +20,11 @@ from .weights import (SKIP_OBJECTS, cast_lazy, load_weights, make_renamer, open_
                                  save_checkpoint_atomic)
 
 # %% auto #0
-__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'run_demo', 'demo_main',
-           'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser', 'vae_rec_main',
-           'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser',
-           'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser', 'eval_main']
+__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'PLAN_TRAIN_FLAGS', 'run_demo',
+           'demo_main', 'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser',
+           'vae_rec_main', 'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample', 'sample_main',
+           'plan_sample_parser', 'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser', 'eval_main',
+           'train_parser', 'train_settings', 'train_main', 'plan_train_parser', 'plan_train_keys', 'plan_train_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -611,3 +612,142 @@ def eval_main(argv=None) -> dict:
     out = {**r, "videos_real": len(real_names), "videos_fake": len(fake_names), "seconds": round(time.time() - t0, 2)}
     print(json.dumps(out))
     return out
+
+# %% ../nbs/18_cli.ipynb #c9eb3270
+def _str2bool(v) -> bool:
+    if isinstance(v, bool): return v
+    if str(v).lower() in ("1", "true", "yes", "y", "on"): return True
+    if str(v).lower() in ("0", "false", "no", "n", "off"): return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {v!r}")
+
+def _flag_type(field):
+    kind = str(field.type)
+    if "bool" in kind: return dict(type=_str2bool)
+    if field.name == "image_size": return dict(type=int, nargs="+")
+    if field.name == "betas": return dict(type=float, nargs=2)
+    if "dict" in kind: return dict(type=json.loads, help="a JSON object")
+    if "float" in kind: return dict(type=float)
+    if "int" in kind: return dict(type=int)
+    return dict(type=str)
+
+def train_parser() -> argparse.ArgumentParser:
+    "`opensora-train`'s flags: `--config` and one per training key."
+    import dataclasses
+    from opensora_nb.train import TrainConfig
+    p = argparse.ArgumentParser(prog="opensora-train", description="Train STDiT (Open-Sora v1.0) or LatteT2V with "
+                                "IDDPM on videos or cached latents; keys of mindone's scripts/train.py.")
+    p.add_argument("--config", "-c", default=None, help="YAML file of training keys (flags override it)")
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument(f"--{f.name}", default=None, **_flag_type(f))
+    return p
+
+
+def _yaml_keys(path) -> dict:
+    import yaml
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config {str(path)!r} not found")
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of training keys, got {type(cfg).__name__}")
+    return cfg
+
+def train_settings(argv=None):
+    "The `TrainConfig` of a command line: the YAML's keys, then the flags given."
+    from opensora_nb.train import train_config
+    args = vars(train_parser().parse_args(argv))
+    path = args.pop("config")
+    return train_config(_yaml_keys(path) if path else {}, {k: v for k, v in args.items() if v is not None})
+
+
+def _run_training(cfg) -> dict:
+    from opensora_nb.train import build_trainer
+    trainer = build_trainer(cfg)
+    out = trainer.fit()
+    losses = out.pop("losses")
+    out.update(first_loss=losses[0] if losses else None, skip_counts={k: int(v) for k, v in trainer.data.skip_counts().items()},
+               output_path=str(cfg.output_path))
+    if trainer.is_main: print(json.dumps(out))
+    return out
+
+
+def train_main(argv=None) -> dict:
+    "Console entry point `opensora-train`."
+    try:
+        cfg = train_settings(argv)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        train_parser().exit(2, f"opensora-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
+    return _run_training(cfg)
+
+# %% ../nbs/18_cli.ipynb #484dd509
+_PLAN_LR = {"constant": "constant", "constant_with_warmup": "warmup", "cosine": "cosine_decay"}
+_PLAN_DTYPE = {"no": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+# flag of train_t2v.py -> (training key, argparse kwargs)
+PLAN_TRAIN_FLAGS = {
+    "model": ("model_type", dict(default="LatteT2V-XL/122")), "model_config": ("model_config", dict(type=json.loads)),
+    "data_path": ("csv_path", {}), "video_folder": ("video_folder", {}),
+    "text_embed_folder": ("text_embed_folder", {}), "vae_latent_folder": ("vae_latent_folder", {}),
+    "ae": ("vae_type", dict(default="CausalVAEModel_4x8x8")), "ae_path": ("vae_checkpoint", {}),
+    "text_encoder_name": ("t5_model_dir", {}), "model_max_length": ("model_max_length", dict(type=int, default=120)),
+    "num_frames": ("num_frames", dict(type=int, default=17)), "max_image_size": ("image_size", dict(type=int, default=256)),
+    "sample_rate": ("frame_stride", dict(type=int, default=4)), "use_image_num": ("use_image_num", dict(type=int, default=0)),
+    "pretrained": ("pretrained_model_path", {}), "train_batch_size": ("batch_size", dict(type=int, default=16)),
+    "num_train_epochs": ("epochs", dict(type=int, default=100)), "max_train_steps": ("train_steps", dict(type=int)),
+    "learning_rate": ("start_learning_rate", dict(type=float, default=1e-4)),
+    "lr_scheduler": ("scheduler", dict(default="constant", choices=sorted(_PLAN_LR))),
+    "lr_warmup_steps": ("warmup_steps", dict(type=int, default=500)),
+    "adam_beta1": ("betas", dict(type=float, default=0.9)), "adam_beta2": ("betas", dict(type=float, default=0.999)),
+    "adam_weight_decay": ("weight_decay", dict(type=float, default=1e-2)),
+    "adam_epsilon": ("optim_eps", dict(type=float, default=1e-8)), "max_grad_norm": ("max_grad_norm", dict(type=float, default=1.0)),
+    "checkpointing_steps": ("ckpt_save_steps", dict(type=int, default=500)),
+    "checkpoints_total_limit": ("ckpt_max_keep", dict(type=int)),
+    "resume_from_checkpoint": ("resume", {}), "output_dir": ("output_path", dict(default="outputs/plan_train")),
+    "gradient_checkpointing": ("use_recompute", dict(action="store_true")),
+    "mixed_precision": ("dtype", dict(default="no", choices=sorted(_PLAN_DTYPE))),
+    "use_ema": ("use_ema", dict(action="store_true")), "seed": ("seed", dict(type=int, default=3407)),
+    "dataloader_num_workers": ("num_parallel_workers", dict(type=int, default=1)),
+    "mode": ("mode", dict(default="graph", choices=["graph", "pynative", "0", "1"])),
+    "use_parallel": ("use_parallel", dict(type=_str2bool, default=False)),
+}
+
+def plan_train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensora-plan-train", description="Open-Sora-Plan v1.0.0 LatteT2V training "
+                                "(train_t2v.py's flags) on videos or cached CausalVAE latents.")
+    p.add_argument("--config", default=None, help="YAML file with these flags' names as keys (flags override it)")
+    for flag, (_, kw) in PLAN_TRAIN_FLAGS.items():
+        p.add_argument(f"--{flag}", **kw)
+    return p
+
+
+def plan_train_keys(flags: dict) -> dict:
+    "train_t2v.py flag values -> training keys (`adam_beta1/2` -> `betas`, `--ae` -> `vae_type`, ...)."
+    keys = dict(class_dropout_prob=0.0, space_scale=1.0, ema_decay=0.9999, clip_grad=True)
+    for flag, value in flags.items():
+        if value is None or flag in ("adam_beta1", "adam_beta2"): continue
+        key = PLAN_TRAIN_FLAGS[flag][0]
+        if flag == "ae":
+            value = "causalvae" if "causal" in str(value).lower() else "sd"
+        elif flag == "lr_scheduler": value = _PLAN_LR[value]
+        elif flag == "mixed_precision": value = _PLAN_DTYPE[value]
+        keys[key] = value
+    keys["betas"] = (flags.get("adam_beta1", 0.9), flags.get("adam_beta2", 0.999))
+    return keys
+
+
+def plan_train_main(argv=None) -> dict:
+    "Console entry point `opensora-plan-train`."
+    from opensora_nb.train import train_config
+    parser = plan_train_parser()
+    try:
+        args = vars(parser.parse_args(argv))
+        path = args.pop("config")
+        given = _yaml_keys(path) if path else {}
+        bad = sorted(set(given) - set(PLAN_TRAIN_FLAGS))
+        if bad:
+            raise KeyError(f"unknown key(s) {', '.join(bad)} in {path}; valid keys: {', '.join(PLAN_TRAIN_FLAGS)}")
+        defaults = {k: parser.get_default(k) for k in PLAN_TRAIN_FLAGS}
+        flags = {k: (args[k] if args[k] != defaults[k] else given.get(k, args[k])) for k in PLAN_TRAIN_FLAGS}
+        cfg = train_config(plan_train_keys(flags))
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"opensora-plan-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
+    return _run_training(cfg)

@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs/opensora/inference").glob("*.yaml"))
+TRAIN_CONFIGS = sorted((ROOT / "configs/opensora/train").glob("*.yaml"))
+PLAN_TRAIN_CONFIGS = sorted((ROOT / "configs/opensora_plan/train").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -28,3 +30,22 @@ def test_config_keys_are_real_arguments(path):
 
 def test_configs_exist():
     assert len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_train_configs_are_training_keys(path):
+    "Every key of an Open-Sora training config is a training key (a typo would be refused the same way)."
+    from opensora_nb.commands import train_settings
+    cfg = train_settings(["--config", str(path)])
+    assert cfg.model_type == "STDiT-XL/2" and cfg.num_frames == 16
+
+
+def test_plan_train_configs_are_train_t2v_flags():
+    from opensora_nb.commands import PLAN_TRAIN_FLAGS, plan_train_keys
+    from opensora_nb.train import train_config
+    assert PLAN_TRAIN_CONFIGS, "no configs/opensora_plan/train/*.yaml"
+    for path in PLAN_TRAIN_CONFIGS:
+        keys = yaml.safe_load(path.read_text())
+        assert set(keys) <= set(PLAN_TRAIN_FLAGS), sorted(set(keys) - set(PLAN_TRAIN_FLAGS))
+        cfg = train_config(plan_train_keys(keys))
+        assert cfg.model_type == "LatteT2V-XL/122" and cfg.vae_type == "causalvae"
