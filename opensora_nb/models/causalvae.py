@@ -263,11 +263,10 @@ class Upsample(nn.Cell):
 # %% ../../nbs/08_causalvae.ipynb #440f1d98
 def _avg_time(x: Tensor, kernel: int, n_out: int) -> Tensor:
     "Average pooling along time: kernel `kernel`, stride 2, `n_out` outputs."
-    acc = None
-    for j in range(kernel):
-        s = x[:, :, j: j + 2 * (n_out - 1) + 1: 2]
-        acc = s if acc is None else acc + s
-    return acc / kernel
+    # one pooling op, as the original's nn.AvgPool3d((kernel, 1, 1), stride=(2, 1, 1)); summing stride-2 slices
+    # computes the same but MindSpore 2.10's CPU StridedSliceGrad fails on them ("input memory out of bounds")
+    y = ops.AvgPool3D(kernel_size=(kernel, 1, 1), strides=(2, 1, 1))(x)
+    return y[:, :, :n_out]
 
 class TimeDownsample2x(nn.Cell):
     "Halve time causally: repeat frame 0 (kernel-1) times, average `kernel` frames with stride 2."
