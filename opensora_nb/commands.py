@@ -19,12 +19,19 @@ from .runtime import set_runtime, set_seed, get_logger, device_target
 from .weights import (SKIP_OBJECTS, cast_lazy, load_weights, make_renamer, open_state_dict,
                                  save_checkpoint_atomic)
 
+
+def console_result(result, argv):
+    "A command's result for a caller that passed `argv`; exit status 0 for the console (setuptools passes none)."
+    return 0 if argv is None else result
+
+
 # %% auto #0
-__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'PLAN_TRAIN_FLAGS', 'run_demo',
-           'demo_main', 'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser',
-           'vae_rec_main', 'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample', 'sample_main',
-           'plan_sample_parser', 'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser', 'eval_main',
-           'train_parser', 'train_settings', 'train_main', 'plan_train_parser', 'plan_train_keys', 'plan_train_main']
+__all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'PLAN_TRAIN_FLAGS', 'console_result',
+           'run_demo', 'demo_main', 'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main',
+           'vae_rec_parser', 'vae_rec_main', 'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample',
+           'sample_main', 'plan_sample_parser', 'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser',
+           'eval_main', 'train_parser', 'train_settings', 'train_main', 'plan_train_parser', 'plan_train_keys',
+           'plan_train_main', 'train_vae_parser', 'train_vae_settings', 'train_vae_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -215,7 +222,7 @@ def infer_t5_main(argv=None) -> dict:
     result = cache_t5_embeddings(embedder, rows, output, args.batch_size)
     get_logger("commands").info("T5 cache in %s: %d written, %d already there", output,
                                 result["written"], result["skipped"])
-    return result
+    return console_result(result, argv)
 
 # %% ../nbs/18_cli.ipynb #8f692345
 def vae_rec_parser() -> argparse.ArgumentParser:
@@ -249,9 +256,9 @@ def vae_rec_main(argv=None) -> dict:
         video_info(a.video_path)   # a missing or broken clip is reported before the model is loaded
         if a.device: set_runtime(device=a.device)
         vae = load_causalvae(a.model_path)
-        return reconstruct_video(vae, a.video_path, a.rec_path, a.num_frames, a.resolution, a.crop_size or None,
+        return console_result(reconstruct_video(vae, a.video_path, a.rec_path, a.num_frames, a.resolution, a.crop_size or None,
                                  a.sample_rate, a.enable_tiling, a.tile_overlap_factor, a.fps, a.dtype,
-                                 sample_posterior=not a.mode, seed=a.seed)
+                                 sample_posterior=not a.mode, seed=a.seed), argv)
     except (ValueError, FileNotFoundError, VideoReadError) as e:
         parser.exit(2, f"opensora-vae-rec: error: {e}\n")
 
@@ -544,7 +551,7 @@ def infer_vae_main(argv=None) -> dict:
                                a.vae_micro_batch_size, a.transform)
     get_logger("commands").info("VAE-latent cache in %s: %d written, %d already there, skipped %s", output,
                                 result["written"], result["skipped"], result["failed"] or "none")
-    return result
+    return console_result(result, argv)
 
 # %% ../nbs/18_cli.ipynb #ec59120c
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
@@ -611,7 +618,7 @@ def eval_main(argv=None) -> dict:
     for k, v in r.items(): print(f"{k:<8}{v:>12.4f}")
     out = {**r, "videos_real": len(real_names), "videos_fake": len(fake_names), "seconds": round(time.time() - t0, 2)}
     print(json.dumps(out))
-    return out
+    return console_result(out, argv)
 
 # %% ../nbs/18_cli.ipynb #c9eb3270
 def _str2bool(v) -> bool:
@@ -676,7 +683,7 @@ def train_main(argv=None) -> dict:
         cfg = train_settings(argv)
     except (KeyError, ValueError, FileNotFoundError) as e:
         train_parser().exit(2, f"opensora-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
-    return _run_training(cfg)
+    return console_result(_run_training(cfg), argv)
 
 # %% ../nbs/18_cli.ipynb #484dd509
 _PLAN_LR = {"constant": "constant", "constant_with_warmup": "warmup", "cosine": "cosine_decay"}
@@ -750,4 +757,54 @@ def plan_train_main(argv=None) -> dict:
         cfg = train_config(plan_train_keys(flags))
     except (KeyError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"opensora-plan-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
-    return _run_training(cfg)
+    return console_result(_run_training(cfg), argv)
+
+# %% ../nbs/18_cli.ipynb #de987fa2
+def train_vae_parser() -> argparse.ArgumentParser:
+    import dataclasses
+    from opensora_nb.train_vae import VAETrainConfig
+    p = argparse.ArgumentParser(prog="opensora-train-vae", description="Train Open-Sora-Plan's CausalVAE (L1 + LPIPS + KL + "
+                                "3-D PatchGAN) on a folder of clips or an annotation file.")
+    p.add_argument("--config", help="YAML file of the keys below (flags override it)")
+    aliases = {"num_frames": ["--video_num_frames"], "pretrained": ["--load_from_checkpoint"], "data_path": ["--csv_path"]}
+    bools, defaults = (), VAETrainConfig()
+    for f in dataclasses.fields(VAETrainConfig):
+        d = getattr(defaults, f.name)
+        flags = [f"--{f.name}"] + aliases.get(f.name, [])
+        if f.name == "betas":
+            p.add_argument(*flags, type=float, nargs=2, default=None, help=f"default {d}")
+        elif f.name == "model_config":
+            p.add_argument(*flags, default=None, help="a CausalVAE config.json (default: the released 4x8x8 layout)")
+        else:
+            kind = type(d) if d is not None and not isinstance(d, bool) else str
+            p.add_argument(*flags, type=kind, default=None, help=f"default {d}")
+    return p
+
+def train_vae_settings(argv=None) -> "VAETrainConfig":
+    "The `VAETrainConfig` of a command line: `--config` YAML, then the flags given."
+    import yaml
+    from opensora_nb.train_vae import vae_train_config
+    a = train_vae_parser().parse_args(argv)
+    base = {}
+    if a.config:
+        if not Path(a.config).is_file(): raise FileNotFoundError(f"--config {a.config!r} not found")
+        base = yaml.safe_load(Path(a.config).read_text()) or {}
+        if not isinstance(base, dict): raise ValueError(f"{a.config}: expected a mapping of keys, got {type(base).__name__}")
+    flags = {k: v for k, v in vars(a).items() if k != "config" and v is not None}
+    return vae_train_config(base, flags)
+
+def train_vae_main(argv=None) -> dict:
+    "Console entry point `opensora-train-vae`: trains, prints one JSON line (steps, first/last NLL, checkpoint, model)."
+    from opensora_nb.data.video import VideoReadError
+    from opensora_nb.train_vae import CausalVAETrainer
+    parser = train_vae_parser()
+    try:
+        cfg = train_vae_settings(argv)
+        out = CausalVAETrainer(cfg).fit()
+    except (KeyError, ValueError, FileNotFoundError, VideoReadError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        parser.exit(2, f"opensora-train-vae: error: {msg}\n")
+    line = dict(steps=out["steps"], first_nll=out["nll"][0] if out["nll"] else None,
+                last_nll=out["nll"][-1] if out["nll"] else None, checkpoint=out["checkpoint"], model=out["model"])
+    print(json.dumps(line))
+    return out
