@@ -31,7 +31,7 @@ __all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO
            'vae_rec_parser', 'vae_rec_main', 'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample',
            'sample_main', 'plan_sample_parser', 'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser',
            'eval_main', 'train_parser', 'train_settings', 'train_main', 'plan_train_parser', 'plan_train_keys',
-           'plan_train_main', 'train_vae_parser', 'train_vae_settings', 'train_vae_main']
+           'plan_train_main', 'train_vae_parser', 'train_vae_settings', 'run_train_vae', 'train_vae_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -759,7 +759,7 @@ def plan_train_main(argv=None) -> dict:
         parser.exit(2, f"opensora-plan-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
     return console_result(_run_training(cfg), argv)
 
-# %% ../nbs/18_cli.ipynb #de987fa2
+# %% ../nbs/18_cli.ipynb #a7f4f3a9
 def train_vae_parser() -> argparse.ArgumentParser:
     import dataclasses
     from opensora_nb.train_vae import VAETrainConfig
@@ -793,8 +793,8 @@ def train_vae_settings(argv=None) -> "VAETrainConfig":
     flags = {k: v for k, v in vars(a).items() if k != "config" and v is not None}
     return vae_train_config(base, flags)
 
-def train_vae_main(argv=None) -> dict:
-    "Console entry point `opensora-train-vae`: trains, prints one JSON line (steps, first/last NLL, checkpoint, model)."
+def run_train_vae(argv=None) -> dict:
+    "Train from a command line; prints one JSON line (steps, first/last NLL, checkpoint, model), returns `fit`'s summary."
     from opensora_nb.data.video import VideoReadError
     from opensora_nb.train_vae import CausalVAETrainer
     parser = train_vae_parser()
@@ -808,3 +808,8 @@ def train_vae_main(argv=None) -> dict:
                 last_nll=out["nll"][-1] if out["nll"] else None, checkpoint=out["checkpoint"], model=out["model"])
     print(json.dumps(line))
     return out
+
+def train_vae_main(argv=None) -> int:
+    "Console entry point `opensora-train-vae`."
+    run_train_vae(argv)
+    return 0
