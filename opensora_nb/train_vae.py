@@ -17,7 +17,8 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from .runtime import get_logger, patch_method, progress
-from .train import AdamW, clip_by_norm, global_norm, latest_checkpoint, load_train_checkpoint, save_train_checkpoint
+from .train import (AdamW, clip_by_norm, global_norm, latest_checkpoint, load_train_checkpoint,
+                               merged_config, save_train_checkpoint)
 
 _log = get_logger("opensora_nb.train_vae")
 
@@ -380,25 +381,19 @@ _CHOICES = {"loss_type": tuple(LOSS_TYPES), "disc_loss": ("hinge", "vanilla"), "
 
 def vae_train_config(*sources: dict, **overrides) -> VAETrainConfig:
     "A `VAETrainConfig` from dicts applied left to right, then `overrides`; unknown keys are refused with the valid ones."
-    merged = {}
-    for src in (*sources, overrides):
-        for k, v in (src or {}).items():
-            if k not in VAE_TRAIN_KEYS:
-                near = difflib.get_close_matches(k, VAE_TRAIN_KEYS, n=3)
-                raise KeyError(f"unknown CausalVAE training key {k!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
-                               + f"; valid keys: {', '.join(VAE_TRAIN_KEYS)}")
-            merged[k] = v
-    cfg = VAETrainConfig(**merged)
-    for key, allowed in _CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            extra = (" (mixed precision is not implemented for the VAE steps: train in fp32)" if key == "precision" else "")
-            raise ValueError(f"{key}={getattr(cfg, key)!r}; allowed: {', '.join(allowed)}{extra}")
+    precision = {**{k: v for s in sources for k, v in (s or {}).items()}, **overrides}.get("precision", "fp32")
+    if precision != "fp32":
+        raise ValueError(f"precision={precision!r}; allowed: fp32 (mixed precision is not implemented for the VAE "
+                         "steps: train in fp32)")
+    cfg = merged_config(VAETrainConfig, "CausalVAE training", (*sources, overrides), _CHOICES)
     if (cfg.video_path is None) == (cfg.data_path is None):
         raise ValueError("give exactly one of video_path (a folder of clips) and data_path (an annotation file); "
                          f"got video_path={cfg.video_path!r}, data_path={cfg.data_path!r}")
     if cfg.pretrained and cfg.init_from_vae2d:
         raise ValueError("pretrained and init_from_vae2d both given: choose one initialisation")
     return cfg
+
+
 
 # %% ../nbs/15b_train_vae.ipynb #f596d819
 CLIP_EXTS = ("mp4", "avi", "webm")
