@@ -759,7 +759,7 @@ def plan_train_main(argv=None) -> dict:
         parser.exit(2, f"opensora-plan-train: error: {e.args[0] if isinstance(e, KeyError) else e}\n")
     return console_result(_run_training(cfg), argv)
 
-# %% ../nbs/18_cli.ipynb #a7f4f3a9
+# %% ../nbs/18_cli.ipynb #e7dd7d9e
 def train_vae_parser() -> argparse.ArgumentParser:
     import dataclasses
     from opensora_nb.train_vae import VAETrainConfig
