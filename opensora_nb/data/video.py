@@ -190,7 +190,8 @@ def to_float_video(frames) -> np.ndarray:
     "`ToTensorVideo`: uint8 `(T, H, W, C)` -> float32 `(T, C, H, W)` in [0, 1]."
     frames = np.asarray(frames)
     if frames.dtype != np.uint8: raise ValueError(f"expected uint8 frames (T, H, W, C), got {frames.dtype}")
-    return frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    # C-contiguous: `astype` keeps the transposed layout, and the resize is 15x slower on it
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
 def normalize_video(clip: np.ndarray) -> np.ndarray:
