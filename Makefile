@@ -42,7 +42,7 @@ demo: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(BIN)/nbdev_test --n_workers $(NPROC) --timing
-	$(BIN)/pytest -q tests/
+	$(BIN)/pytest -q --durations=15 tests/
 
 export: $(STAMP_TEST)
 	$(BIN)/nbdev_export
