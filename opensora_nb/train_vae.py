@@ -18,7 +18,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from .runtime import get_logger, patch_method, progress
 from .train import (AdamW, clip_by_norm, global_norm, latest_checkpoint, load_train_checkpoint,
-                               merged_config, save_train_checkpoint)
+                               merged_config, save_train_checkpoint, trim_log)
 
 _log = get_logger("opensora_nb.train_vae")
 
@@ -544,13 +544,6 @@ def save(self, step: int, epoch: int, in_epoch: int, steps_per_epoch: int) -> Pa
     return save_train_checkpoint(self.out / "ckpt", self.state_view, state, keep=self.cfg.ckpt_max_keep)
 
 # %% ../nbs/15b_train_vae.ipynb #3786811e
-def _keep_log_until(path: Path, step: int):
-    "Keep the lines of a jsonl log up to `step` (a resumed run continues it)."
-    if not path.exists(): return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
-    path.write_text("".join(l + "\n" for l in keep))
-
-
 @patch_method(CausalVAETrainer)
 def fit(self, progress_bar: bool = True, max_steps: int = None) -> dict:
     "Train to `max_steps` (default `cfg.max_steps`); returns `{steps, losses, first, last, checkpoint, model}`."
@@ -560,7 +553,7 @@ def fit(self, progress_bar: bool = True, max_steps: int = None) -> dict:
     step, epoch, in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
     self.out.mkdir(parents=True, exist_ok=True)
     log_path = self.out / "loss.jsonl"
-    _keep_log_until(log_path, step) if step else log_path.write_text("")
+    trim_log(log_path, step) if step else log_path.write_text("")
     loader = build_dataloader(self.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                               start_epoch=epoch, start_step=in_epoch)
     per_epoch, records, last_ckpt = len(loader), [], None
