@@ -31,8 +31,11 @@ def test_opensora_click_gif_progress_verdict_and_kept_pipeline(tiny):
     app = GenerateApp(weights=tiny)
     assert (app.steps.value, app.guidance.value, app.seed.value) == (3, 7.0, 42)    # the weights' defaults
     app.prompt.value, app.steps.value = CAPTION, 2
+    ticks = []
+    app.progress.observe(lambda change: ticks.append(change["new"]), "value")
     out = app.generate()
     assert errors(app) == "" and out is not None
+    assert ticks == [1, 2]                                           # one tick per denoising step, as it happens
     assert (app.progress.value, app.progress.max, app.progress.bar_style) == (2, 2, "success")
     assert app.video.layout.display is None and app.video.format == "gif" and app.video.value[:6] == b"GIF89a"
     frames = iio.imread(app.video.value, index=None, extension=".gif")
