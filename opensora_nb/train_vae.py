@@ -23,13 +23,14 @@ from .train import (AdamW, clip_by_norm, global_norm, latest_checkpoint, load_tr
 _log = get_logger("opensora_nb.train_vae")
 
 # %% auto #0
-__all__ = ['LOSS_TYPES', 'CAUSALVAE_LPIPS_HINT', 'VAE_TRAIN_KEYS', 'CLIP_EXTS', 'frames_of', 'nll_loss', 'posterior_kl',
-           'hinge_d_loss', 'vanilla_d_loss', 'adopt_weight', 'adaptive_weight', 'BatchNorm', 'weights_init',
-           'NLayerDiscriminator3D', 'NLayerDiscriminator', 'patchgan_output_size', 'check_discriminator_input',
-           'LPIPSWithDiscriminator3D', 'LPIPSWithDiscriminator', 'split_original_state_dict', 'last_layer_name',
-           'GeneratorStep', 'DiscriminatorStep', 'posterior_noise', 'latent_shape', 'tiny_train_vae_config',
-           'VAETrainConfig', 'vae_train_config', 'clip_rows', 'build_vae_dataset', 'build_vae', 'build_perceptual_loss',
-           'TrainStateView', 'CausalVAETrainer', 'plot_vae_losses']
+__all__ = ['LOSS_TYPES', 'CAUSALVAE_LPIPS_HINT', 'VAE_TRAIN_KEYS', 'CLIP_EXTS', 'VAE_CLASSES', 'frames_of', 'nll_loss',
+           'posterior_kl', 'hinge_d_loss', 'vanilla_d_loss', 'adopt_weight', 'adaptive_weight', 'BatchNorm',
+           'weights_init', 'NLayerDiscriminator3D', 'NLayerDiscriminator', 'patchgan_output_size',
+           'check_discriminator_input', 'LPIPSWithDiscriminator3D', 'LPIPSWithDiscriminator',
+           'split_original_state_dict', 'last_layer_name', 'GeneratorStep', 'DiscriminatorStep', 'posterior_noise',
+           'latent_shape', 'tiny_train_vae_config', 'FramewiseAutoencoderKL', 'VAETrainConfig', 'vae_train_config',
+           'clip_rows', 'build_vae_dataset', 'build_vae', 'build_perceptual_loss', 'TrainStateView', 'CausalVAETrainer',
+           'plot_vae_losses']
 
 # %% ../nbs/15b_train_vae.ipynb #bd5e403b
 def frames_of(video: Tensor) -> Tensor:
@@ -289,15 +290,15 @@ def _pick(grads, idx) -> tuple:
 @patch_method(GeneratorStep)
 def construct(self, lr, time_lr, x, noise, disc_factor):
     (a, nll, kl, rec, recs), grads_a = self.grad_rec(x, noise)
-    g_loss, grads_g = self.grad_adv(x, noise)
-    if self.loss.disc_factor > 0:
+    if self.loss.disc_factor > 0:    # a Python constant: with disc_factor 0 the graph has no adversarial pass at all
+        g_loss, grads_g = self.grad_adv(x, noise)
         d_weight = adaptive_weight(grads_a[self.last], grads_g[self.last], self.loss.discriminator_weight)
+        coef = d_weight * disc_factor
+        grads = ()
+        for ga, gg in zip(grads_a, grads_g):
+            grads = grads + (ga + coef * gg,)
     else:
-        d_weight = ops.zeros((), ms.float32)
-    coef = d_weight * disc_factor
-    grads = ()
-    for ga, gg in zip(grads_a, grads_g):
-        grads = grads + (ga + coef * gg,)
+        g_loss, d_weight, coef, grads = ops.zeros((), ms.float32), ops.zeros((), ms.float32), 0.0, grads_a
     norm = global_norm(grads)
     if self.max_grad_norm is not None:
         grads = clip_by_norm(grads, self.max_grad_norm, norm)
@@ -338,7 +339,8 @@ def posterior_noise(seed: int, step: int, latent_shape) -> np.ndarray:
 def latent_shape(vae, video_shape) -> tuple:
     "The latent shape `(B, embed_dim, 1 + (T-1)/ts, H/ss, W/ss)` of a video batch shape."
     b, _, t, h, w = video_shape
-    return (b, vae.config["embed_dim"], (t - 1) // vae.time_stride + 1, h // vae.space_stride, w // vae.space_stride)
+    c = vae.config["embed_dim"] if isinstance(vae.config, dict) else vae.config.latent_channels
+    return (b, c, (t - 1) // vae.time_stride + 1, h // vae.space_stride, w // vae.space_stride)
 
 # %% ../nbs/15b_train_vae.ipynb #e6718073
 def tiny_train_vae_config(**overrides) -> dict:
@@ -349,6 +351,37 @@ def tiny_train_vae_config(**overrides) -> dict:
                                  decoder_spatial_upsample=["", "SpatialUpsample2x"], decoder_temporal_upsample=["", "TimeUpsample2x"],
                                  encoder_resnet_blocks=["ResnetBlock3D"] * 2, decoder_resnet_blocks=["ResnetBlock3D"] * 2,
                                  **overrides)
+
+# %% ../nbs/15b_train_vae.ipynb #df8168f3
+from .models.sd_vae import AutoencoderKL, posterior_mode, posterior_sample
+
+
+class FramewiseAutoencoderKL(AutoencoderKL):
+    "The SD VAE (diffusers' `AutoencoderKL` names) as the VAE trainer drives it: clips in, clips out, frame by frame."
+    time_stride = 1
+
+    @property
+    def space_stride(self) -> int: return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def disable_tiling(self): pass                  # frames are small: nothing to tile
+
+    def construct(self, x: Tensor, sample_posterior: bool = True, noise: Tensor = None) -> tuple:
+        "`(recs (B, C, T, H, W), moments (B*T, 2*latent, h, w))` of clips `x`; `noise` is `(B, latent, T, h, w)`."
+        b, t = x.shape[0], x.shape[2]
+        moments = self.encode_moments(frames_of(x))
+        z = posterior_sample(moments, frames_of(noise)) if sample_posterior else posterior_mode(moments)
+        recs = self.decode(z)
+        return recs.reshape((b, t) + tuple(recs.shape[1:])).transpose(0, 2, 1, 3, 4), moments
+
+    def save_pretrained(self, folder) -> Path:
+        "A diffusers folder: `config.json` + `diffusion_pytorch_model.safetensors`, written atomically."
+        from opensora_nb.weights import save_checkpoint_atomic
+        folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.config).items()}
+        (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **cfg}, indent=1))
+        save_checkpoint_atomic({n.replace(".gamma", ".weight").replace(".beta", ".bias"): p
+                                for n, p in self.parameters_and_names()}, folder / "diffusion_pytorch_model.safetensors")
+        return folder
 
 # %% ../nbs/15b_train_vae.ipynb #56c7b874
 CAUSALVAE_LPIPS_HINT = ("or pass perceptual_weight: 0 (--perceptual_weight 0) to train without the perceptual term")
@@ -415,17 +448,32 @@ def build_vae_dataset(cfg: VAETrainConfig):
                             image_size=cfg.resolution, transform="plan", random_start=True, seed=cfg.seed)
 
 
+VAE_CLASSES = ("CausalVAEModel", "AutoencoderKL")
+
+def _vae_class(config: dict, where: str):
+    name = config.get("_class_name", "CausalVAEModel")
+    if name not in VAE_CLASSES:
+        raise ValueError(f"{where}: _class_name {name!r}; this trainer trains {' or '.join(VAE_CLASSES)}")
+    from opensora_nb.models.causalvae import CausalVAEModel
+    return CausalVAEModel if name == "CausalVAEModel" else FramewiseAutoencoderKL
+
+
 def build_vae(cfg: VAETrainConfig):
-    "The CausalVAE of `cfg`: pretrained folder, else `model_config` (dict or config.json; default 4x8x8), optionally inflated."
-    from opensora_nb.models.causalvae import CAUSALVAE_4x8x8, CausalVAEModel, inflate_vae2d_to_vae3d
+    "The VAE of `cfg`: pretrained folder, else `model_config` (dict or config.json; default CausalVAE 4x8x8), optionally inflated."
+    from opensora_nb.models.causalvae import CAUSALVAE_4x8x8, inflate_vae2d_to_vae3d
     if cfg.pretrained:
-        return CausalVAEModel.from_pretrained(cfg.pretrained)
+        conf = Path(cfg.pretrained) / "config.json"
+        cls = _vae_class(json.loads(conf.read_text()) if conf.is_file() else {}, str(conf))
+        return cls.from_pretrained(cfg.pretrained)
     mc = cfg.model_config
     if mc is None: mc = dict(CAUSALVAE_4x8x8)
     elif not isinstance(mc, dict):
-        if not Path(mc).is_file(): raise FileNotFoundError(f"model_config {str(mc)!r} not found (a CausalVAE config.json)")
+        if not Path(mc).is_file(): raise FileNotFoundError(f"model_config {str(mc)!r} not found (a VAE config.json)")
         mc = json.loads(Path(mc).read_text())
-    vae = CausalVAEModel.from_config(mc)
+    cls = _vae_class(mc, "model_config")
+    vae = cls.from_config(mc)
+    if cfg.init_from_vae2d and cls is FramewiseAutoencoderKL:
+        raise ValueError("init_from_vae2d inflates a 2-D VAE into a CausalVAE; the model here is itself 2-D")
     if cfg.init_from_vae2d:
         from opensora_nb.weights import open_state_dict
         sd = {k: np.asarray(v) for k, v in open_state_dict(cfg.init_from_vae2d).items()}
@@ -493,6 +541,7 @@ class CausalVAETrainer:
     def _check_model_config(self):
         "Warn where the model config's `loss_params`/`lr` differ from the training config (the latter is used)."
         mc = self.vae.config
+        if not isinstance(mc, dict): return           # an SD VAE config holds no training settings
         ours = dict(disc_start=self.cfg.disc_start, disc_weight=self.cfg.disc_weight, kl_weight=self.cfg.kl_weight,
                     logvar_init=self.cfg.logvar_init)
         diff = {k: (v, ours[k]) for k, v in (mc.get("loss_params") or {}).items() if k in ours and v != ours[k]}
@@ -511,7 +560,10 @@ def train_step(self, video: np.ndarray, step: int) -> dict:
     f = Tensor(float(factor), ms.float32)
     lr, time_lr = Tensor(cfg.lr, ms.float32), Tensor(cfg.time_lr, ms.float32)
     loss, nll, kl, rec, g, dw, gnorm, recs = self.run_gen(lr, time_lr, x, noise, f)
-    d, real, fake, dnorm = self.run_disc(lr, x, recs, f)
+    if cfg.disc_factor > 0:
+        d, real, fake, dnorm = self.run_disc(lr, x, recs, f)
+    else:                            # no GAN: the discriminator is never scored nor stepped
+        d = real = fake = dnorm = Tensor(0.0, ms.float32)
     vals = dict(loss=loss, nll_loss=nll, kl_loss=kl, rec_loss=rec, g_loss=g, d_weight=dw, grad_norm_g=gnorm,
                 disc_loss=d, logits_real=real, logits_fake=fake, grad_norm_d=dnorm)
     rec_ = {k: float(v.asnumpy()) for k, v in vals.items()}
