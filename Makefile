@@ -2,7 +2,7 @@
 # Both create .venv if it is missing; `demo` installs the package and what it needs to run, `test` adds the test
 # and parity extras (nbdev, pytest, a CPU build of torch 2.13.0, transformers, diffusers). Stamps remember each.
 # `make test` runs the notebooks and the pytest files on NPROC workers each (pytest-xdist; one file stays on one
-# worker, so its module fixtures are built once).
+# worker, so its module fixtures are built once; the slowest files go first, in the order tests/conftest.py gives).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -44,7 +44,7 @@ demo: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(BIN)/nbdev_test --n_workers $(NPROC) --timing
-	$(BIN)/pytest -q -n $(NPROC) --dist loadfile --durations=15 tests/
+	$(BIN)/pytest -q -n $(NPROC) --dist loadfile --no-loadscope-reorder --durations=15 tests/
 
 export: $(STAMP_TEST)
 	$(BIN)/nbdev_export
