@@ -82,10 +82,10 @@ def test_stdit_compiled():
     x, y = Tensor(rnd(3, 4, 4, 8, 8)), Tensor(rnd(3, 1, 8, 32, seed=1))
     t, mask = Tensor(np.array([1, 500, 999], np.int32)), Tensor(caption_masks(8))
     eager = check_compiled(model, x, t, y, mask)
-    # the caller's cut of the shared padding changes nothing, eager or compiled
+    # the caller's cut of the shared padding changes nothing (compiled on the cut: 03_stdit under jit, and
+    # test_pipelines' GRAPH_MODE sampling, which cuts before its loop)
     yt, mt = trim_caption(y[1:], mask[1:], axis=2)
     assert yt.shape[2] == 6
-    check_compiled(model, x[1:], t[1:], yt, mt)
     assert rel(model(x[1:], t[1:], yt, mt), eager[1:]) <= TOL
 
 
