@@ -12,7 +12,7 @@ STAMP_TEST := $(VENV)/.opensora_nb-test
 NPROC ?= 2
 export GLOG_v ?= 3
 
-.PHONY: demo test install install-test export clean-nbs readme docs bench help
+.PHONY: demo test install install-test export clean-nbs readme docs bench help world
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the built-in default"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench  - run every bench/*.py (one JSON line each)"
 	@echo "make docs   - build the offline docs site into _docs/ (make docs-check: check it in headless Chromium)"
 	@echo "make lab    - JupyterLab on nbs/ with the opensora_nb kernel (LAB_ARGS=--no-browser for no browser)"
+	@echo "make world  - rebuild the built-in world's tiny weights from scratch (data, training, shipping, match rates)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -86,3 +87,17 @@ lab: $(STAMP_LAB)
 
 bench: $(STAMP_TEST)
 	@for f in bench/*.py; do $(BIN)/python $$f; done
+
+# world: the built-in shapes world's weights, from nothing, with the project's own commands (nbs/17b_world.ipynb).
+# The world's models are narrow: MindSpore's own CPU kernels are the fast ones for them (OPENSORA_NB_KERNELS=native).
+WORLD ?= outputs/world
+world: $(STAMP_RUN)
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-world data --out $(WORLD)
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-infer-vae --csv_path $(WORLD)/opensora/video_caption.csv --vae_type sd \
+	  --vae_checkpoint $(WORLD)/sd_vae/hf --image_size 64 --output_path $(WORLD)/opensora/latents
+	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/opensora/video_caption.csv --t5_model_dir $(WORLD)/t5 \
+	  --model_max_length 16 --output_path $(WORLD)/opensora/text_emb
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train --config configs/world/stdit.yaml
+	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora
+	$(BIN)/opensora-world check --num_prompts 48

@@ -25,13 +25,15 @@ def console_result(result, argv):
     return 0 if argv is None else result
 
 
+
 # %% auto #0
 __all__ = ['TINY_STDIT', 'TINY_VAE', 'CONVERT_MODELS', 'SAMPLE_DEFAULTS', 'VIDEO_EXTS', 'PLAN_TRAIN_FLAGS', 'console_result',
-           'run_demo', 'demo_main', 'build_for_convert', 'convert_main', 'infer_t5_parser', 'infer_t5_main',
-           'vae_rec_parser', 'vae_rec_main', 'flat_sample_config', 'sample_parser', 'sample_settings', 'run_sample',
-           'sample_main', 'plan_sample_parser', 'plan_sample_main', 'infer_vae_parser', 'infer_vae_main', 'eval_parser',
-           'eval_main', 'train_parser', 'train_settings', 'train_main', 'plan_train_parser', 'plan_train_keys',
-           'plan_train_main', 'train_vae_parser', 'train_vae_settings', 'run_train_vae', 'train_vae_main']
+           'run_demo', 'smoke_demo', 'demo_parser', 'demo_main', 'world_parser', 'world_main', 'build_for_convert',
+           'convert_main', 'infer_t5_parser', 'infer_t5_main', 'vae_rec_parser', 'vae_rec_main', 'flat_sample_config',
+           'sample_parser', 'sample_settings', 'run_sample', 'sample_main', 'plan_sample_parser', 'plan_sample_main',
+           'infer_vae_parser', 'infer_vae_main', 'eval_parser', 'eval_main', 'train_parser', 'train_settings',
+           'train_main', 'plan_train_parser', 'plan_train_keys', 'plan_train_main', 'train_vae_parser',
+           'train_vae_settings', 'run_train_vae', 'train_vae_main']
 
 # %% ../nbs/18_cli.ipynb #02948047
 TINY_STDIT = dict(input_size=(4, 8, 8), in_channels=4, patch_size=(1, 2, 2), hidden_size=96, depth=2,
@@ -78,21 +80,90 @@ def run_demo(out_dir="outputs/demo", steps: int = 10, cfg_scale: float = 7.0, se
                **{k: round(v, 2) for k, v in timings.items()}}
     return summary
 
-def demo_main(argv=None):
-    "Console entry point `opensora-demo`."
-    p = argparse.ArgumentParser(prog="opensora-demo", description="Run the built-in demo end to end on this machine.")
-    p.add_argument("--out_dir", default="outputs/demo")
-    p.add_argument("--steps", type=int, default=10, help="IDDPM sampling steps (respaced from 1000)")
-    p.add_argument("--cfg_scale", type=float, default=7.0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="CPU", help="CPU, GPU or Ascend")
-    p.add_argument("--mode", default="graph", help="graph (compiled once, fast steps) or pynative")
-    a = p.parse_args(argv)
-    s = run_demo(a.out_dir, a.steps, a.cfg_scale, a.seed, a.device, a.mode)
-    print("opensora_nb demo (tiny STDiT + IDDPM + SD VAE, RANDOM weights: the video is noise; "
+def smoke_demo(a) -> int:
+    "The random-weight run: every stage of Open-Sora v1.0 at toy size, compiled; the video is noise."
+    s = run_demo(a.out_dir, a.steps, a.cfg_scale, a.seed, a.device, "graph" if a.mode == "pynative" and a.smoke_graph else a.mode)
+    print("opensora_nb smoke run (tiny STDiT + IDDPM + SD VAE, RANDOM weights: the video is noise; "
           "this checks that every stage runs)")
     for k, v in s.items(): print(f"  {k:15s} {v}")
     print(json.dumps(s))
+    return 0
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensora-demo", description="The built-in world: both systems turn prompts into "
+                                "videos with the tiny weights shipped in the package; a checker reads each video back.")
+    p.add_argument("--out_dir", default="outputs/demo")
+    p.add_argument("--num_prompts", type=int, default=None, help="prompts per system (half of them held-out combinations)")
+    p.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=None, help="default: every shipped one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world_dir", default=None, help="a world folder other than the shipped one (opensora-world ship)")
+    p.add_argument("--device", default="CPU", help="CPU, GPU or Ascend")
+    p.add_argument("--mode", default="pynative", help="pynative (the tiny models: no compile to wait for) or graph")
+    p.add_argument("--smoke", action="store_true", help="the random-weight run instead: every stage, the video is noise")
+    p.add_argument("--steps", type=int, default=10, help="--smoke: IDDPM sampling steps")
+    p.add_argument("--cfg_scale", type=float, default=7.0, help="--smoke: guidance scale")
+    p.set_defaults(smoke_graph=True)
+    return p
+
+
+def demo_main(argv=None) -> int:
+    "Console entry point `opensora-demo`."
+    from opensora_nb.world import DEMO_PROMPTS, print_demo, run_world_demo, shipped_systems
+    a = demo_parser().parse_args(argv)
+    if a.smoke: return smoke_demo(a)
+    if not shipped_systems(a.world_dir):
+        print("opensora-demo: the built-in world's weights are not in this package (build them: `make world`); "
+              "running the random-weight smoke run instead")
+        return smoke_demo(a)
+    t0 = time.perf_counter()
+    r = run_world_demo(a.out_dir, a.num_prompts or DEMO_PROMPTS, a.systems, a.seed, a.world_dir, a.mode)
+    print_demo(r)
+    summary = {k: {kk: v[kk] for kk in ("seconds", "seconds_per_clip", "seen", "held_out")} if isinstance(v, dict) else v
+               for k, v in r.items()}
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(summary))
+    return 0
+
+
+def world_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensora-world", description="The built-in shapes world: render its training "
+                                "data and text encoder, ship trained weights into the package, measure match rates.")
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("data", help="training clips for both systems + the word tokenizer and frozen random T5")
+    d.add_argument("--out", default="outputs/world"); d.add_argument("--clips_per_combo", type=int, default=24)
+    d.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("ship", help="copy the trained weights of a build folder into the package (opensora_nb/world_weights)")
+    s.add_argument("--build", default="outputs/world"); s.add_argument("--world_dir", default=None)
+    s.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=["opensora", "plan"])
+    c = sub.add_parser("check", help="sample N evaluation prompts and report the checker's match rates")
+    c.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=None)
+    c.add_argument("--num_prompts", type=int, default=48); c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--world_dir", default=None); c.add_argument("--out", default="outputs/world_check")
+    c.add_argument("--mode", default="pynative")
+    return p
+
+
+def world_main(argv=None) -> int:
+    "Console entry point `opensora-world`."
+    from opensora_nb import world
+    parser = world_parser()
+    a = parser.parse_args(argv)
+    try:
+        if a.what == "data":
+            out = world.write_world_data(a.out, a.clips_per_combo, a.seed)
+        elif a.what == "ship":
+            out = world.ship_world(a.build, a.world_dir, tuple(a.systems))
+        else:
+            r = world.run_world_demo(a.out, a.num_prompts, a.systems, a.seed, a.world_dir, a.mode, progress_bar=False)
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            (Path(a.out) / "report.json").write_text(json.dumps(r, indent=1))
+            world.print_demo(r)
+            out = {k: {kk: v[kk] for kk in ("seen", "held_out", "seconds_per_clip")} if isinstance(v, dict) else v
+                   for k, v in r.items()}
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(1, f"opensora-world: error: {e}\n")
+    print(json.dumps(out))
     return 0
 
 # %% ../nbs/18_cli.ipynb #0d139a85

