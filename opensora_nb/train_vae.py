@@ -29,8 +29,8 @@ __all__ = ['LOSS_TYPES', 'CAUSALVAE_LPIPS_HINT', 'VAE_TRAIN_KEYS', 'CLIP_EXTS', 
            'check_discriminator_input', 'LPIPSWithDiscriminator3D', 'LPIPSWithDiscriminator',
            'split_original_state_dict', 'last_layer_name', 'GeneratorStep', 'DiscriminatorStep', 'posterior_noise',
            'latent_shape', 'tiny_train_vae_config', 'FramewiseAutoencoderKL', 'VAETrainConfig', 'vae_train_config',
-           'clip_rows', 'build_vae_dataset', 'build_vae', 'build_perceptual_loss', 'TrainStateView', 'CausalVAETrainer',
-           'plot_vae_losses']
+           'clip_rows', 'build_vae_dataset', 'set_posterior_logvar', 'build_vae', 'build_perceptual_loss',
+           'TrainStateView', 'CausalVAETrainer', 'plot_vae_losses']
 
 # %% ../nbs/15b_train_vae.ipynb #bd5e403b
 def frames_of(video: Tensor) -> Tensor:
@@ -395,6 +395,7 @@ class VAETrainConfig:
     num_frames: int = 17; sample_rate: int = 1; resolution: int = 64; batch_size: int = 1; num_workers: int = 1
     # model
     model_config: object = None; pretrained: str = None; init_from_vae2d: str = None
+    posterior_logvar_init: float = None   # a fresh model's posterior log-variance at the start (None: as initialised)
     # loss (the model config's loss_params)
     loss_type: str = "LPIPSWithDiscriminator3D"; disc_start: int = 2001; disc_weight: float = 0.5
     kl_weight: float = 1e-6; logvar_init: float = 0.0; pixelloss_weight: float = 1.0; perceptual_weight: float = 1.0
@@ -450,6 +451,19 @@ def build_vae_dataset(cfg: VAETrainConfig):
 
 VAE_CLASSES = ("CausalVAEModel", "AutoencoderKL")
 
+def set_posterior_logvar(vae, value: float) -> str:
+    """Set the log-variance half of the bias of `vae`'s `quant_conv` to `value`: a fresh VAE then starts with a nearly
+    deterministic posterior (at -10, sigma ~ 0.007) instead of unit noise that drowns its random latents, and its
+    decoder learns from the first step; the KL term moves it from there. Returns the parameter's name."""
+    names = [n for n, _ in vae.parameters_and_names()
+             if n.endswith(("quant_conv.bias", "quant_conv.conv.bias")) and "post_quant" not in n]
+    if len(names) != 1: raise ValueError(f"expected one quant_conv bias, found {names}")
+    p = dict(vae.parameters_and_names())[names[0]]
+    b = p.asnumpy().copy(); b[b.shape[0] // 2:] = value
+    p.set_data(Tensor(b, p.dtype))
+    return names[0]
+
+
 def _vae_class(config: dict, where: str):
     name = config.get("_class_name", "CausalVAEModel")
     if name not in VAE_CLASSES:
@@ -472,6 +486,8 @@ def build_vae(cfg: VAETrainConfig):
         mc = json.loads(Path(mc).read_text())
     cls = _vae_class(mc, "model_config")
     vae = cls.from_config(mc)
+    if cfg.posterior_logvar_init is not None:
+        set_posterior_logvar(vae, cfg.posterior_logvar_init)
     if cfg.init_from_vae2d and cls is FramewiseAutoencoderKL:
         raise ValueError("init_from_vae2d inflates a 2-D VAE into a CausalVAE; the model here is itself 2-D")
     if cfg.init_from_vae2d:
