@@ -27,17 +27,10 @@ __all__ = ['SYSTEMS', 'OPENSORA_RELEASE_SAMPLE', 'PLAN_RELEASE_SAMPLE', 'shipped
 SYSTEMS = {"opensora": "Open-Sora v1.0", "plan": "Open-Sora-Plan v1.0.0"}
 
 def shipped_weights_of(system: str) -> dict:
-    "The built-in tiny weights of `system` from `opensora_nb.world`; an ImportError naming that module if it is absent."
+    "The built-in tiny weights of `system` (`opensora_nb.world.shipped_weights`); a FileNotFoundError saying how to build them when the package has none."
     if system not in SYSTEMS:
         raise ValueError(f"unknown system {system!r}; allowed: {', '.join(SYSTEMS)}")
-    try:
-        from opensora_nb.world import shipped_weights
-    except ModuleNotFoundError as e:
-        if e.name not in ("opensora_nb.world", "opensora_nb"): raise
-        raise ImportError(
-            "the built-in tiny weights come from opensora_nb.world.shipped_weights, which this installation of "
-            "opensora_nb does not have; fill in the folders of the released weights, or pass weights={system: "
-            "{'pretrained': ..., 'sample': ...}} (e.g. from opensora_nb.pipelines.save_tiny_opensora)") from e
+    from opensora_nb.world import shipped_weights
     return shipped_weights(system)
 
 # %% ../nbs/20_widgets.ipynb #daeb06b7
