@@ -67,6 +67,13 @@ _STATE = {"device": ms.get_context("device_target"), "attention": os.environ.get
 # send it to a temporary folder so that no run leaves files in the user's (or this repository's) folder
 os.environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), f"opensora_nb-ms-{os.getuid()}"))
 
+# MindSpore's CPU convolutions are oneDNN's, on plain NCHW tensors. On an AVX-512 CPU oneDNN then picks
+# `jit_uni_ncsp`, which measured 14x (8 channels, 64x64) to 50x (64 channels, 8x8) slower than the `gemm:jit`
+# kernel it picks when capped at AVX2 (MindSpore 2.10 / oneDNN 3.10.1, Xeon with AVX-512 + AMX, 2 threads).
+# oneDNN reads the cap once, at its first primitive: set here, before any convolution runs. Set the variable
+# yourself (e.g. `ONEDNN_MAX_CPU_ISA=DEFAULT`) to keep oneDNN's own choice.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
 def set_runtime(device: str = "CPU", # one of `BACKENDS`
                 mode: str = "pynative", # 'pynative' (eager) or 'graph'
                 device_id: int = 0, # which card on a multi-card host
