@@ -72,16 +72,15 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding=0) -> Tensor:
     "torch-style `conv2d` with zero `padding` (an int, or `(top, bottom, left, right)` as `nn.Conv2d`), weight `(O, C, k, k)`."
     top, bottom, left, right = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
-    im2col = get_kernels() == "cpu" and weight.shape[2] * weight.shape[3] > 1
-    if (top or bottom or left or right) and (im2col or top != bottom or left != right):
-        x = ops.pad(x, (left, right, top, bottom))
-        top = bottom = left = right = 0
-    if im2col:
+    if get_kernels() == "cpu" and weight.shape[2] * weight.shape[3] > 1:
+        if top or bottom or left or right:
+            x = ops.pad(x, (left, right, top, bottom))
         return conv2d_im2col(x, weight, bias, stride)
-    # Symmetric padding goes to the convolution itself: no padded copy, and no PadV3 kernel, which on MindSpore
-    # 2.10's CPU backend hangs a compiled training step of the SD VAE at its sixth call (see the note below).
-    y = ops.conv2d(x, weight, stride=stride, pad_mode="pad", padding=(top, left)) if top or left else \
-        ops.conv2d(x, weight, stride=stride)
+    # The padding is the convolution's own: no padded copy, and no PadV3 kernel, which on MindSpore 2.10's CPU
+    # backend hangs compiled training steps (see the note below).
+    conv = ops.Conv2D(weight.shape[0], tuple(weight.shape[2:]), pad_mode="pad", pad=(top, bottom, left, right),
+                      stride=stride)
+    y = conv(x, weight)
     return y if bias is None else ops.bias_add(y, bias)
 
 # %% ../nbs/00a_kernels.ipynb #90f4bcaf

@@ -65,10 +65,10 @@ class Downsample2D(nn.Cell):
     "Pad right/bottom by 1, then a stride-2 3x3 conv: (H, W) -> (H/2, W/2)."
     def __init__(self, channels):
         super().__init__()
-        self.conv = conv2d(channels, channels, 3, stride=2, padding=0)
+        self.conv = conv2d(channels, channels, 3, stride=2, padding=(0, 1, 0, 1))   # (top, bottom, left, right)
 
     def construct(self, x):
-        return self.conv(ops.pad(x, (0, 1, 0, 1)))
+        return self.conv(x)
 
 
 class Upsample2D(nn.Cell):
