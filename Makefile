@@ -94,8 +94,9 @@ WORLD ?= outputs/world
 world: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-world data --out $(WORLD)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml
+	$(BIN)/opensora-world scale-vae --build $(WORLD)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-infer-vae --csv_path $(WORLD)/opensora/video_caption.csv --vae_type sd \
-	  --vae_checkpoint $(WORLD)/sd_vae/hf --image_size 64 --output_path $(WORLD)/opensora/latents
+	  --vae_checkpoint $(WORLD)/sd_vae/scaled --image_size 64 --output_path $(WORLD)/opensora/latents
 	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/opensora/video_caption.csv --t5_model_dir $(WORLD)/t5 \
 	  --model_max_length 16 --output_path $(WORLD)/opensora/text_emb
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train --config configs/world/stdit.yaml

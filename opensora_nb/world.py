@@ -21,9 +21,9 @@ _log = get_logger("world")
 
 # %% auto #0
 __all__ = ['WORLD_DIR', 'WORLD_FRAMES', 'WORLD_SIZE', 'WORLD_TOKENS', 'PLAN_VERSION', 'DEMO_PROMPTS', 'world_info',
-           'shipped_weights', 'world_captions', 'write_world_t5', 'write_world_data', 'ship_world',
-           'evaluation_prompts', 'world_pipeline', 'sample_world', 'match_report', 'contact_sheet', 'shipped_systems',
-           'run_world_demo', 'print_demo']
+           'shipped_weights', 'world_captions', 'write_world_t5', 'write_world_data', 'world_frames',
+           'standardize_sd_vae', 'ship_world', 'evaluation_prompts', 'world_pipeline', 'sample_world', 'match_report',
+           'contact_sheet', 'shipped_systems', 'run_world_demo', 'print_demo']
 
 # %% ../nbs/17b_world.ipynb #a864e09f
 import opensora_nb
@@ -108,6 +108,54 @@ def write_world_data(out, clips_per_combo: int = 24, seed: int = 0, size: int = 
                                                    size=size, frames=WORLD_FRAMES, files=files), indent=1))
     return files
 
+# %% ../nbs/17b_world.ipynb #2c8cf674
+def world_frames(num_clips: int = 96, seed: int = 0, num_frames: int = 16, size: int = WORLD_SIZE) -> np.ndarray:
+    "Frames in [-1, 1], `(num_clips * num_frames, 3, size, size)`, of a fixed draw of the world's training clips."
+    specs = train_specs(1, seed)
+    pick = np.random.default_rng(seed).permutation(len(specs))[:num_clips]
+    clips = np.stack([render_clip(specs[i], num_frames, size) for i in pick])          # (N, T, H, W, 3) uint8
+    return (clips.reshape(-1, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
+
+
+def _posterior_means(vae, frames: np.ndarray, chunk: int = 64) -> np.ndarray:
+    from mindspore import Tensor
+    c = vae.config.latent_channels
+    return np.concatenate([vae.encode_moments(Tensor(frames[i:i + chunk])).asnumpy()[:, :c]
+                           for i in range(0, len(frames), chunk)]).astype(np.float64)
+
+
+def standardize_sd_vae(src, dst, frames: np.ndarray = None, target_std: float = None) -> dict:
+    "Copy the SD VAE folder `src` to `dst` with its latent space rescaled so that `0.18215 z` is standardized per channel."
+    from safetensors.numpy import load_file, save_file
+    from opensora_nb.models.sd_vae import AutoencoderKL, SCALING_FACTOR
+    src, dst = Path(src), Path(dst)
+    weights = src / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file(): raise FileNotFoundError(f"{weights} not found: train the world's VAE first (configs/world/sd_vae.yaml)")
+    target_std = target_std or 1 / SCALING_FACTOR
+    frames = world_frames() if frames is None else frames
+    vae = AutoencoderKL.from_pretrained(str(src))
+    if vae.quant_conv is None or vae.post_quant_conv is None:
+        raise ValueError("standardize_sd_vae folds the scale into quant_conv and post_quant_conv; this VAE has none")
+    mean = _posterior_means(vae, frames)
+    mu, sd = mean.mean((0, 2, 3)), mean.std((0, 2, 3))
+    a, c = target_std / sd, len(sd)
+    sd_ = load_file(str(weights))
+    wq, bq = sd_["quant_conv.weight"].astype(np.float64), sd_["quant_conv.bias"].astype(np.float64)
+    wp, bp = sd_["post_quant_conv.weight"].astype(np.float64), sd_["post_quant_conv.bias"].astype(np.float64)
+    wq[:c] *= a[:, None, None, None]; bq[:c] = a * (bq[:c] - mu); bq[c:] += 2 * np.log(a)
+    bp = bp + wp[:, :, 0, 0] @ mu; wp = wp / a[None, :, None, None]
+    for k, v in (("quant_conv.weight", wq), ("quant_conv.bias", bq), ("post_quant_conv.weight", wp), ("post_quant_conv.bias", bp)):
+        sd_[k] = v.astype(np.float32)
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = dst / "diffusion_pytorch_model.safetensors.tmp"
+    save_file(sd_, str(tmp)); tmp.replace(dst / "diffusion_pytorch_model.safetensors")
+    shutil.copy2(src / "config.json", dst / "config.json")
+    after = _posterior_means(AutoencoderKL.from_pretrained(str(dst)), frames) * SCALING_FACTOR
+    stats = dict(source=str(src), frames=len(frames), mean_before=mu.tolist(), std_before=sd.tolist(), scale=a.tolist(),
+                 scaled_mean_after=after.mean((0, 2, 3)).tolist(), scaled_std_after=after.std((0, 2, 3)).tolist())
+    (dst / "latent_scale.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
 # %% ../nbs/17b_world.ipynb #43b1f680
 def _training_record(folder) -> dict:
     "Steps and summed step time of a training run's `loss.jsonl`."
@@ -156,7 +204,7 @@ def ship_world(build="outputs/world", world_dir=None, systems=("opensora", "plan
     sample = sample or {}
     if "opensora" in systems:
         cfg = yaml.safe_load(Path(stdit_config).read_text())
-        _copy(build / "sd_vae" / "hf", root / "opensora" / "vae")
+        _copy(build / "sd_vae" / "scaled", root / "opensora" / "vae")     # standardize_sd_vae's output
         _copy(build / "stdit" / "model.safetensors", root / "opensora" / "stdit.safetensors")
         m = {k: cfg["model_config"][k] for k in ("hidden_size", "depth", "num_heads", "patch_size")}
         info["opensora"] = dict(

@@ -31,6 +31,7 @@ def shipped(tmp_path_factory):
     set_seed(0)
     world.write_world_t5(build / "t5", world.world_captions(train_specs()), d_model=32)
     FramewiseAutoencoderKL.from_config(SD_VAE).save_pretrained(build / "sd_vae" / "hf")
+    world.standardize_sd_vae(build / "sd_vae" / "hf", build / "sd_vae" / "scaled", world.world_frames(4, num_frames=2))
     m = STDiT(input_size=(16, 8, 8), model_max_length=world.WORLD_TOKENS, **STDIT)
     save_checkpoint_atomic({n: p for n, p in m.parameters_and_names()}, build / "stdit" / "model.safetensors")
     (build / "stdit" / "loss.jsonl").write_text(json.dumps(dict(step=5, loss=1.0, step_s=0.5)) + "\n")
