@@ -23,8 +23,8 @@ from .train import (AdamW, clip_by_norm, global_norm, latest_checkpoint, load_tr
 _log = get_logger("opensora_nb.train_vae")
 
 # %% auto #0
-__all__ = ['LOSS_TYPES', 'CAUSALVAE_LPIPS_HINT', 'VAE_TRAIN_KEYS', 'CLIP_EXTS', 'VAE_CLASSES', 'frames_of', 'nll_loss',
-           'posterior_kl', 'hinge_d_loss', 'vanilla_d_loss', 'adopt_weight', 'adaptive_weight', 'BatchNorm',
+__all__ = ['PIXEL_LOSSES', 'LOSS_TYPES', 'CAUSALVAE_LPIPS_HINT', 'VAE_TRAIN_KEYS', 'CLIP_EXTS', 'VAE_CLASSES', 'frames_of',
+           'nll_loss', 'posterior_kl', 'hinge_d_loss', 'vanilla_d_loss', 'adopt_weight', 'adaptive_weight', 'BatchNorm',
            'weights_init', 'NLayerDiscriminator3D', 'NLayerDiscriminator', 'patchgan_output_size',
            'check_discriminator_input', 'LPIPSWithDiscriminator3D', 'LPIPSWithDiscriminator',
            'split_original_state_dict', 'last_layer_name', 'GeneratorStep', 'DiscriminatorStep', 'posterior_noise',
@@ -38,10 +38,13 @@ def frames_of(video: Tensor) -> Tensor:
     b, c, t, h, w = video.shape
     return video.transpose(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
+PIXEL_LOSSES = ("l1", "l2")
+
 def nll_loss(inputs: Tensor, recs: Tensor, logvar: Tensor, p_loss: Tensor = None, perceptual_weight: float = 1.0,
-             pixel_weight: float = 1.0) -> tuple:
+             pixel_weight: float = 1.0, pixel_loss: str = "l1") -> tuple:
     "`(nll, rec_mean)` of frames `(N, C, H, W)`; `p_loss` is the per-frame LPIPS `(N,)` (None: no perceptual term)."
-    rec = pixel_weight * ops.abs(inputs - recs)
+    err = inputs - recs
+    rec = pixel_weight * (ops.abs(err) if pixel_loss == "l1" else err * err)
     if p_loss is not None:
         rec = rec + perceptual_weight * p_loss.reshape(-1, 1, 1, 1)
     nll = rec / ops.exp(logvar) + logvar
@@ -179,9 +182,11 @@ class LPIPSWithDiscriminator3D(nn.Cell):
                  perceptual_weight: float = 1.0, disc_num_layers: int = 3, disc_in_channels: int = 3,
                  disc_factor: float = 1.0, disc_weight: float = 1.0, use_actnorm: bool = False,
                  disc_conditional: bool = False, disc_loss: str = "hinge", perceptual_loss: nn.Cell = None,
-                 disc_ndf: int = 64, seed: int = 0):
+                 disc_ndf: int = 64, seed: int = 0, pixel_loss: str = "l1"):
         super().__init__()
         if disc_loss not in ("hinge", "vanilla"): raise ValueError(f"disc_loss={disc_loss!r}; use 'hinge' or 'vanilla'")
+        if pixel_loss not in PIXEL_LOSSES: raise ValueError(f"pixel_loss={pixel_loss!r}; use one of {PIXEL_LOSSES}")
+        self.pixel_loss = pixel_loss
         if disc_conditional: raise NotImplementedError("disc_conditional=True: the original trains unconditionally only")
         if perceptual_weight > 0 and perceptual_loss is None:
             raise ValueError(f"perceptual_weight={perceptual_weight} needs an LPIPS network: pass perceptual_loss="
@@ -209,7 +214,7 @@ def reconstruction_terms(self, inputs: Tensor, recs: Tensor, moments: Tensor) ->
     "`(nll, kl, rec_mean)` of a video batch and its reconstruction."
     x, xr = frames_of(inputs), frames_of(recs)
     p_loss = self.perceptual_loss(x, xr) if self.perceptual_loss is not None else None
-    nll, rec = nll_loss(x, xr, self.logvar, p_loss, self.perceptual_weight, self.pixel_weight)
+    nll, rec = nll_loss(x, xr, self.logvar, p_loss, self.perceptual_weight, self.pixel_weight, self.pixel_loss)
     return nll, posterior_kl(moments), rec
 
 @patch_method(LPIPSWithDiscriminator3D)
@@ -234,6 +239,8 @@ class LPIPSWithDiscriminator(LPIPSWithDiscriminator3D):
 
 
 LOSS_TYPES = {"LPIPSWithDiscriminator3D": LPIPSWithDiscriminator3D, "LPIPSWithDiscriminator": LPIPSWithDiscriminator}
+
+
 
 # %% ../nbs/15b_train_vae.ipynb #c35b5196
 def split_original_state_dict(state_dict: dict) -> tuple:
@@ -399,6 +406,7 @@ class VAETrainConfig:
     # loss (the model config's loss_params)
     loss_type: str = "LPIPSWithDiscriminator3D"; disc_start: int = 2001; disc_weight: float = 0.5
     kl_weight: float = 1e-6; logvar_init: float = 0.0; pixelloss_weight: float = 1.0; perceptual_weight: float = 1.0
+    pixel_loss: str = "l1"               # "l2": squared pixel error (not in the original)
     disc_factor: float = 1.0; disc_num_layers: int = 3; disc_ndf: int = 64; disc_loss: str = "hinge"
     lpips_path: str = None; lpips_backbone_path: str = None
     # optimisation
@@ -411,6 +419,7 @@ class VAETrainConfig:
 
 VAE_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(VAETrainConfig))
 _CHOICES = {"loss_type": tuple(LOSS_TYPES), "disc_loss": ("hinge", "vanilla"), "mode": ("graph", "pynative"),
+            "pixel_loss": PIXEL_LOSSES,
             "precision": ("fp32",)}
 
 def vae_train_config(*sources: dict, **overrides) -> VAETrainConfig:
@@ -539,7 +548,8 @@ class CausalVAETrainer:
         self.loss = LOSS_TYPES[cfg.loss_type](
             cfg.disc_start, logvar_init=cfg.logvar_init, kl_weight=cfg.kl_weight, pixelloss_weight=cfg.pixelloss_weight,
             perceptual_weight=cfg.perceptual_weight, disc_num_layers=cfg.disc_num_layers, disc_factor=cfg.disc_factor,
-            disc_weight=cfg.disc_weight, disc_loss=cfg.disc_loss, perceptual_loss=p_loss, disc_ndf=cfg.disc_ndf, seed=cfg.seed)
+            disc_weight=cfg.disc_weight, disc_loss=cfg.disc_loss, perceptual_loss=p_loss, disc_ndf=cfg.disc_ndf, seed=cfg.seed,
+            pixel_loss=cfg.pixel_loss)
         self._check_model_config()
         self.dataset = dataset if dataset is not None else build_vae_dataset(cfg)
         t, s = cfg.num_frames, cfg.resolution
