@@ -93,7 +93,8 @@ bench: $(STAMP_TEST)
 WORLD ?= outputs/world
 world: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-world data --out $(WORLD)
-	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml --pixel_loss l1 --max_steps 1000
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml --resume_from_checkpoint latest
 	$(BIN)/opensora-world scale-vae --build $(WORLD)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-infer-vae --csv_path $(WORLD)/opensora/video_caption.csv --vae_type sd \
 	  --vae_checkpoint $(WORLD)/sd_vae/scaled --image_size 64 --output_path $(WORLD)/opensora/latents
