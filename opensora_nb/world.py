@@ -47,6 +47,9 @@ def world_info(world_dir=None) -> dict:
 def shipped_weights(system: str, world_dir=None) -> dict:
     "`{pretrained: from_pretrained kwargs, sample: __call__ kwargs}` of the world's `system` ('opensora' or 'plan')."
     root, info = Path(world_dir or WORLD_DIR), world_info(world_dir)
+    if system in ("opensora", "plan") and system not in info:
+        raise FileNotFoundError(f"the built-in world in {root} has no {system!r} weights yet (shipped: "
+                                f"{[s for s in ('opensora', 'plan') if s in info] or 'none'}); build them with `make world`")
     if system == "opensora":
         m = info["opensora"]
         pre = dict(ckpt_path=str(root / "opensora" / "stdit.safetensors"), vae_path=str(root / "opensora" / "vae"),

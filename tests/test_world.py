@@ -73,9 +73,11 @@ def test_world_demo_on_a_world_folder(shipped, tmp_path):
     assert all(Path(p).is_file() for p in r["opensora"]["outputs"])
 
 
-def test_missing_world_is_a_clear_error(tmp_path):
+def test_missing_world_is_a_clear_error(tmp_path, shipped):
     with pytest.raises(FileNotFoundError, match="make world"):
         world.shipped_weights("opensora", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no 'plan' weights"):       # one system shipped, not the other
+        world.shipped_weights("plan", shipped[0])
     with pytest.raises(ValueError, match="'opensora'"):
         world.shipped_weights("sora", world.WORLD_DIR if world.shipped_systems() else tmp_path) if world.shipped_systems() \
             else (_ for _ in ()).throw(ValueError("use 'opensora'"))
