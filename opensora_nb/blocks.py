@@ -13,11 +13,13 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal, XavierUniform, Zero
 
 from .attention import attention
+from .kernels import gelu_tanh
 
 # %% auto #0
-__all__ = ['LayerNorm', 'modulate', 't2i_modulate', 'approx_gelu', 'Mlp', 'PatchEmbed3D', 'Attention', 'MultiHeadCrossAttention',
-           'TimestepEmbedder', 'CaptionEmbedder', 'FinalLayer', 'T2IFinalLayer', 'get_1d_sincos_pos_embed_from_grid',
-           'get_2d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed', 'get_1d_sincos_pos_embed']
+__all__ = ['LayerNorm', 'modulate', 't2i_modulate', 'GELUTanh', 'approx_gelu', 'Mlp', 'PatchEmbed3D', 'Attention',
+           'MultiHeadCrossAttention', 'TimestepEmbedder', 'CaptionEmbedder', 'FinalLayer', 'T2IFinalLayer',
+           'get_1d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed_from_grid', 'get_2d_sincos_pos_embed',
+           'get_1d_sincos_pos_embed']
 
 # %% ../nbs/02_blocks.ipynb #ed378cf5
 class LayerNorm(nn.Cell):
@@ -49,9 +51,14 @@ def t2i_modulate(x, shift, scale):
     "PixArt's modulation: `x * (1 + scale) + shift` (shift and scale already broadcastable)."
     return x * (1 + scale) + shift
 
+class GELUTanh(nn.Cell):
+    "torch's `GELU(approximate='tanh')` as a layer (no parameters), through `kernels.gelu_tanh`."
+    def construct(self, x):
+        return gelu_tanh(x)
+
 def approx_gelu():
-    "GELU with the tanh approximation (torch `GELU(approximate='tanh')`)."
-    return nn.GELU(approximate=True)
+    "GELU with the tanh approximation (torch `GELU(approximate='tanh')`), the timm `act_layer` of STDiT's MLPs."
+    return GELUTanh()
 
 # %% ../nbs/02_blocks.ipynb #e71f094c
 class Mlp(nn.Cell):

@@ -16,7 +16,7 @@ from .runtime import device_target, get_kernels
 
 # %% auto #0
 __all__ = ['matmul_ta', 'IM2COL_BYTES', 'ELEMENTWISE_OPS', 'fast_plain_matmul', 'linear', 'conv2d_im2col', 'conv2d',
-           'conv3d_gemm', 'pad_first_frame', 'causal_conv3d', 'embedding', 'elementwise_errors', 'tanh']
+           'conv3d_gemm', 'pad_first_frame', 'causal_conv3d', 'embedding', 'elementwise_errors', 'tanh', 'gelu_tanh']
 
 # %% ../nbs/00a_kernels.ipynb #967f3478
 matmul_ta = ops.MatMul(transpose_a=True)  # (K, n)^T x (K, o) -> (n, o)
@@ -205,6 +205,7 @@ ELEMENTWISE_OPS = {  # name: (mindspore op, float64 reference, input range, erro
                    / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True), (-30, 30), "rel", 3e-5),
     "tanh":       (ops.tanh, np.tanh, (-10, 10), "abs", None),   # known inaccurate on CPU: use kernels.tanh
     "kernels.tanh": (lambda x: tanh(x), np.tanh, (-10, 10), "abs", 6e-8),
+    "kernels.gelu_tanh": (lambda x: gelu_tanh(x), _gelu_tanh, (-10, 10), "abs", 2e-6),
 }
 
 def elementwise_errors(n: int = 100_000, seed: int = 0) -> dict:
@@ -226,3 +227,12 @@ def tanh(x: Tensor) -> Tensor:
     if device_target() == "CPU" and x.dtype != ms.float64:
         return ops.tanh(x.astype(ms.float64)).astype(x.dtype)
     return ops.tanh(x)
+
+# %% ../nbs/00a_kernels.ipynb #6157c371
+_GELU_C = 2.0 * math.sqrt(2.0 / math.pi)
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    "GELU, tanh approximation (torch `approximate='tanh'`); on the `cpu` kernels as `x * sigmoid(2z)` (3-5x faster)."
+    if get_kernels() != "cpu" or x.dtype != ms.float32:   # half precision keeps the fused kernel
+        return ops.gelu(x, approximate="tanh")
+    return x * ops.sigmoid(x * (_GELU_C + (_GELU_C * 0.044715) * (x * x)))

@@ -17,6 +17,7 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal
 
 from ..attention import attention
+from ..kernels import gelu_tanh
 from ..blocks import LayerNorm, TimestepEmbedder
 from ..runtime import patch_method, get_logger, compute_dtype
 from ..weights import from_pretrained, load_weights, save_checkpoint_atomic
@@ -133,7 +134,8 @@ class GELU(nn.Cell):
         self.proj = nn.Dense(dim_in, dim_out)
         self.approximate = approximate
     def construct(self, x):
-        return ops.gelu(self.proj(x), approximate=self.approximate)
+        x = self.proj(x)
+        return gelu_tanh(x) if self.approximate == "tanh" else ops.gelu(x, approximate=self.approximate)
 
 class GEGLU(nn.Cell):
     "`proj` to twice the width, then `hidden * gelu(gate)`."
@@ -281,7 +283,7 @@ class CaptionProjection(nn.Cell):
         self.y_embedding = Parameter(Tensor(np.random.randn(num_tokens, in_features) / in_features ** 0.5,
                                             ms.float32), name="y_embedding", requires_grad=False)
     def construct(self, caption):
-        return self.linear_2(ops.gelu(self.linear_1(caption), approximate="tanh"))
+        return self.linear_2(gelu_tanh(self.linear_1(caption)))
 
 # %% ../../nbs/09_latte.ipynb #9700552e
 _log = get_logger("opensora_nb.models.latte")
