@@ -474,3 +474,4 @@ def stdit_config_from_state_dict(sd: dict) -> dict:
         cfg["pred_sigma"] = sd["final_layer.linear.weight"].shape[0] == 2 * 4 * 4
     return cfg
 
+
