@@ -89,7 +89,8 @@ bench: $(STAMP_TEST)
 	@for f in bench/*.py; do $(BIN)/python $$f; done
 
 # world: the built-in shapes world's weights, from nothing, with the project's own commands (nbs/17b_world.ipynb).
-# The world's models are narrow: MindSpore's own CPU kernels are the fast ones for them (OPENSORA_NB_KERNELS=native).
+# The VAEs are narrow convolutions: MindSpore's own CPU kernels (OPENSORA_NB_KERNELS=native) are the fast ones for them;
+# the STDiT trains faster on the default `cpu` kernels (its tanh GELU, nbs/03_stdit "Where a small model's step goes").
 WORLD ?= outputs/world
 world: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-world data --out $(WORLD)
@@ -100,6 +101,6 @@ world: $(STAMP_RUN)
 	  --vae_checkpoint $(WORLD)/sd_vae/scaled --image_size 64 --output_path $(WORLD)/opensora/latents
 	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/opensora/video_caption.csv --t5_model_dir $(WORLD)/t5 \
 	  --model_max_length 16 --output_path $(WORLD)/opensora/text_emb
-	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train --config configs/world/stdit.yaml
+	$(BIN)/opensora-train --config configs/world/stdit.yaml
 	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora
 	$(BIN)/opensora-world check --num_prompts 48

@@ -5,8 +5,8 @@ Each case runs in its own process with `OPENSORA_NB_KERNELS` set to `native` (Mi
 - `gelu_fwd_ms` / `gelu_grad_ms`: `kernels.gelu_tanh` compiled (`ms.jit`) on a (2048, 384) float32 block (the MLP
   hidden layer of the world STDiT at batch 8), mean of 50 calls; `gelu_err` its max abs error against float64;
 - `step_s`: one compiled `TrainStep` (IDDPM hybrid loss, value_and_grad, clipping to 1.0, AdamW, EMA) of the STDiT
-  of `configs/world/stdit.yaml` (hidden 96, depth 3, 4 heads, 16x8x8 latents, 16 caption tokens of width 64) at
-  its batch of 8, random weights and inputs; the first call (the compile) is `compile_s`, then the mean of
+  of `configs/world/stdit.yaml` (its model_config; 16x8x8 latents, 16 caption tokens of width 64) at its batch
+  size, random weights and inputs; the first call (the compile) is `compile_s`, then the mean of
   `BENCH_STEPS` (default 10) steps.
 The machine's load average is recorded before and after (timings count only below 1.5).
 Run: `python bench/world_step.py`.
@@ -32,7 +32,7 @@ def _timed(f, args, n):
 
 
 def _ops(rng):
-    "Compiled per-call time (ms) of the operations of one world STDiT block at batch 8 (2048 tokens of 96)."
+    "Compiled per-call time (ms) of the operations of one block of the first world STDiT (batch 8, 2048 tokens of 96)."
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor, nn, ops
