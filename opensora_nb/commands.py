@@ -131,7 +131,7 @@ def world_parser() -> argparse.ArgumentParser:
                                 "data and text encoder, ship trained weights into the package, measure match rates.")
     sub = p.add_subparsers(dest="what", required=True)
     d = sub.add_parser("data", help="training clips for both systems + the word tokenizer and frozen random T5")
-    d.add_argument("--out", default="outputs/world"); d.add_argument("--clips_per_combo", type=int, default=24)
+    d.add_argument("--out", default="outputs/world"); d.add_argument("--clips_per_combo", type=int, default=8)
     d.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("scale-vae", help="fold a per-channel latent standardization into a trained world SD VAE "
                        "(BUILD/sd_vae/hf -> BUILD/sd_vae/scaled): what it decodes is unchanged")
@@ -143,7 +143,7 @@ def world_parser() -> argparse.ArgumentParser:
     c.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=None)
     c.add_argument("--num_prompts", type=int, default=48); c.add_argument("--seed", type=int, default=0)
     c.add_argument("--world_dir", default=None); c.add_argument("--out", default="outputs/world_check")
-    c.add_argument("--mode", default="pynative")
+    c.add_argument("--mode", default="graph")
     return p
 
 

@@ -67,7 +67,8 @@ MARGIN = 6.0            # pixels at 64 px between the shape and the border
 def _frame_size(size) -> tuple:
     return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
-def shape_track(spec: ShapeSpec, num_frames: int = 16, size=64, radius=RADIUS, speed=SPEED, margin=MARGIN) -> tuple:
+def shape_track(spec: ShapeSpec, num_frames: int = 16, size=64, radius=RADIUS, speed=SPEED, margin=MARGIN,
+                cross=None) -> tuple:
     "`(cx, cy, r)`: the centre per frame (pixels, arrays of `num_frames`) and the half-size, drawn from `spec.seed`."
     h, w = _frame_size(size)
     rng = np.random.default_rng(spec.seed)
@@ -82,7 +83,9 @@ def shape_track(spec: ShapeSpec, num_frames: int = 16, size=64, radius=RADIUS, s
     start = r + m + rng.uniform(0, room - travel)
     if dx + dy < 0: start = along - start
     pos = start + (dx + dy) * travel / max(num_frames - 1, 1) * np.arange(num_frames)
-    fixed = np.full(num_frames, r + m + rng.uniform(0, across - 2 * (r + m)))
+    lo, hi = r + m, across - (r + m)                      # where the fixed coordinate may be
+    if cross is not None: lo, hi = max(lo, across / 2 - cross * s), min(hi, across / 2 + cross * s)
+    fixed = np.full(num_frames, lo + rng.uniform(0, hi - lo))
     return (pos, fixed, r) if dx else (fixed, pos, r)
 
 # %% ../nbs/17_shapes.ipynb #559dbe7f
@@ -143,13 +146,14 @@ def heldout_specs(clips_per_combo: int = 1, seed: int = 0, backgrounds=tuple(BAC
 # %% ../nbs/17_shapes.ipynb #2ca05ff5
 def _csv_cell(s: str) -> str: return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
 
-def write_shapes_dataset(folder, specs, num_frames: int = 16, size=64, fps: float = 8, desc: str = "shapes") -> dict:
-    "Render `specs` to `folder/videos/*.mp4` plus `video_caption.csv`, `opensora.csv` and `plan.json`; their paths."
+def write_shapes_dataset(folder, specs, num_frames: int = 16, size=64, fps: float = 8, desc: str = "shapes",
+                         **track_kw) -> dict:
+    "Render `specs` to `folder/videos/*.mp4` plus `video_caption.csv`, `opensora.csv` and `plan.json` (their paths); `track_kw` go to `shape_track`."
     folder = Path(folder)
     rows = []
     for i, spec in enumerate(progress(specs, desc=desc)):
         rel = f"videos/{i:05d}_{spec.colour}_{spec.shape}_{spec.direction}_{spec.background}.mp4"
-        write_video(folder / rel, render_clip(spec, num_frames, size), fps=fps)
+        write_video(folder / rel, render_clip(spec, num_frames, size, **track_kw), fps=fps)
         rows.append((rel, spec.caption))
     files = {"mindone_csv": folder / "video_caption.csv", "opensora_csv": folder / "opensora.csv",
              "plan_json": folder / "plan.json"}
