@@ -133,9 +133,10 @@ def world_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="training clips for both systems + the word tokenizer and frozen random T5")
     d.add_argument("--out", default="outputs/world"); d.add_argument("--clips_per_combo", type=int, default=8)
     d.add_argument("--seed", type=int, default=0)
-    v = sub.add_parser("scale-vae", help="fold a per-channel latent standardization into a trained world SD VAE "
-                       "(BUILD/sd_vae/hf -> BUILD/sd_vae/scaled): what it decodes is unchanged")
+    v = sub.add_parser("scale-vae", help="fold a per-channel latent standardization into a trained world VAE "
+                       "(BUILD/sd_vae/hf -> BUILD/sd_vae/scaled, or causalvae/...): what it decodes is unchanged")
     v.add_argument("--build", default="outputs/world")
+    v.add_argument("--vae", choices=["sd", "causalvae"], default="sd", help="sd (Open-Sora v1.0) or causalvae (Open-Sora-Plan)")
     s = sub.add_parser("ship", help="copy the trained weights of a build folder into the package (opensora_nb/world_weights)")
     s.add_argument("--build", default="outputs/world"); s.add_argument("--world_dir", default=None)
     s.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=["opensora", "plan"])
@@ -156,7 +157,9 @@ def world_main(argv=None) -> int:
         if a.what == "data":
             out = world.write_world_data(a.out, a.clips_per_combo, a.seed)
         elif a.what == "scale-vae":
-            out = world.standardize_sd_vae(Path(a.build) / "sd_vae" / "hf", Path(a.build) / "sd_vae" / "scaled")
+            fn = world.standardize_sd_vae if a.vae == "sd" else world.standardize_causalvae
+            folder = Path(a.build) / ("sd_vae" if a.vae == "sd" else "causalvae")
+            out = fn(folder / "hf", folder / "scaled")
         elif a.what == "ship":
             out = world.ship_world(a.build, a.world_dir, tuple(a.systems))
         else:

@@ -21,9 +21,9 @@ _log = get_logger("world")
 
 # %% auto #0
 __all__ = ['WORLD_DIR', 'WORLD_FRAMES', 'WORLD_SIZE', 'WORLD_TOKENS', 'PLAN_VERSION', 'WORLD_TRACK', 'DEMO_PROMPTS', 'world_info',
-           'shipped_weights', 'world_captions', 'write_world_t5', 'write_world_data', 'world_frames',
-           'standardize_sd_vae', 'ship_world', 'evaluation_prompts', 'world_pipeline', 'sample_world', 'match_report',
-           'contact_sheet', 'shipped_systems', 'run_world_demo', 'print_demo']
+           'shipped_weights', 'world_captions', 'write_world_t5', 'write_world_data', 'world_clips', 'world_frames',
+           'standardize_sd_vae', 'standardize_causalvae', 'ship_world', 'evaluation_prompts', 'world_pipeline',
+           'sample_world', 'match_report', 'contact_sheet', 'shipped_systems', 'run_world_demo', 'print_demo']
 
 # %% ../nbs/17b_world.ipynb #a864e09f
 import opensora_nb
@@ -116,52 +116,85 @@ def write_world_data(out, clips_per_combo: int = 8, seed: int = 0, size: int = W
     return files
 
 # %% ../nbs/17b_world.ipynb #2c8cf674
-def world_frames(num_clips: int = 96, seed: int = 0, num_frames: int = 16, size: int = WORLD_SIZE) -> np.ndarray:
-    "Frames in [-1, 1], `(num_clips * num_frames, 3, size, size)`, of a fixed draw of the world's training clips."
+def world_clips(num_clips: int = 96, seed: int = 0, num_frames: int = 16, size: int = WORLD_SIZE) -> np.ndarray:
+    "Clips in [-1, 1], `(num_clips, 3, num_frames, size, size)`, of a fixed draw of the world's training combinations."
     specs = train_specs(1, seed)
     pick = np.random.default_rng(seed).permutation(len(specs))[:num_clips]
-    clips = np.stack([render_clip(specs[i], num_frames, size, **WORLD_TRACK) for i in pick])          # (N, T, H, W, 3) uint8
-    return (clips.reshape(-1, size, size, 3).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
+    clips = np.stack([render_clip(specs[i], num_frames, size, **WORLD_TRACK) for i in pick])     # (N, T, H, W, 3) uint8
+    return clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1
 
 
-def _posterior_means(vae, frames: np.ndarray, chunk: int = 64) -> np.ndarray:
+def world_frames(num_clips: int = 96, seed: int = 0, num_frames: int = 16, size: int = WORLD_SIZE) -> np.ndarray:
+    "Frames in [-1, 1], `(num_clips * num_frames, 3, size, size)`, of `world_clips`."
+    x = world_clips(num_clips, seed, num_frames, size)
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3, 4).reshape(-1, 3, size, size))
+
+
+def _posterior_means(vae, x: np.ndarray, chunk: int) -> np.ndarray:
+    "Posterior means of frames `(N, 3, H, W)` (SD VAE) or clips `(N, 3, T, H, W)` (CausalVAE), float64."
     from mindspore import Tensor
-    c = vae.config.latent_channels
-    return np.concatenate([vae.encode_moments(Tensor(frames[i:i + chunk])).asnumpy()[:, :c]
-                           for i in range(0, len(frames), chunk)]).astype(np.float64)
+    causal = x.ndim == 5
+    c = vae.config["embed_dim"] if causal else vae.config.latent_channels
+    enc = vae._encode_tile if causal else vae.encode_moments
+    return np.concatenate([enc(Tensor(x[i:i + chunk])).asnumpy()[:, :c] for i in range(0, len(x), chunk)]).astype(np.float64)
 
 
-def standardize_sd_vae(src, dst, frames: np.ndarray = None, target_std: float = None) -> dict:
-    "Copy the SD VAE folder `src` to `dst` with its latent space rescaled so that `0.18215 z` is standardized per channel."
+def _fold_latent_scale(sd_: dict, quant: str, post: str, mu: np.ndarray, a: np.ndarray):
+    "Fold `z' = a (z - mu)` into the 1x1 (x1) convolutions `quant` (mean rows, then log-variance rows) and `post`, in place."
+    wq, bq = sd_[quant + ".weight"].astype(np.float64), sd_[quant + ".bias"].astype(np.float64)
+    wp, bp = sd_[post + ".weight"].astype(np.float64), sd_[post + ".bias"].astype(np.float64)
+    if any(k != 1 for k in (*wq.shape[2:], *wp.shape[2:])):
+        raise ValueError(f"{quant} and {post} must be 1x1 convolutions to fold a scale into; got {wq.shape}, {wp.shape}")
+    c, shape_q, shape_p = len(a), wq.shape, wp.shape
+    wq, wp = wq.reshape(shape_q[:2]), wp.reshape(shape_p[:2])
+    wq[:c] *= a[:, None]; bq[:c] = a * (bq[:c] - mu); bq[c:] += 2 * np.log(a)
+    bp = bp + wp @ mu; wp = wp / a[None, :]
+    for k, v in ((quant + ".weight", wq.reshape(shape_q)), (quant + ".bias", bq),
+                 (post + ".weight", wp.reshape(shape_p)), (post + ".bias", bp)):
+        sd_[k] = v.astype(np.float32)
+
+
+def _standardize(kind: str, src, dst, x: np.ndarray, target_std: float = None) -> dict:
     from safetensors.numpy import load_file, save_file
+    from opensora_nb.models.causalvae import CausalVAEModel
     from opensora_nb.models.sd_vae import AutoencoderKL, SCALING_FACTOR
+    cls, names, chunk = ((AutoencoderKL, ("quant_conv", "post_quant_conv"), 64) if kind == "sd" else
+                         (CausalVAEModel, ("quant_conv.conv", "post_quant_conv.conv"), 4))
     src, dst = Path(src), Path(dst)
     weights = src / "diffusion_pytorch_model.safetensors"
-    if not weights.is_file(): raise FileNotFoundError(f"{weights} not found: train the world's VAE first (configs/world/sd_vae.yaml)")
-    target_std = target_std or 1 / SCALING_FACTOR
-    frames = world_frames() if frames is None else frames
-    vae = AutoencoderKL.from_pretrained(str(src))
-    if vae.quant_conv is None or vae.post_quant_conv is None:
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: train the world's VAE first "
+                                f"(configs/world/{'sd_vae' if kind == 'sd' else 'causalvae'}.yaml)")
+    target_std = target_std or 1 / SCALING_FACTOR          # 0.18215 is CausalVAE's factor too (CAUSALVAE_SCALE)
+    vae = cls.from_pretrained(str(src))
+    if kind == "sd" and (vae.quant_conv is None or vae.post_quant_conv is None):
         raise ValueError("standardize_sd_vae folds the scale into quant_conv and post_quant_conv; this VAE has none")
-    mean = _posterior_means(vae, frames)
-    mu, sd = mean.mean((0, 2, 3)), mean.std((0, 2, 3))
-    a, c = target_std / sd, len(sd)
+    axes = (0, *range(2, x.ndim))
+    mean = _posterior_means(vae, x, chunk)
+    mu, sd = mean.mean(axes), mean.std(axes)
+    a = target_std / sd
     sd_ = load_file(str(weights))
-    wq, bq = sd_["quant_conv.weight"].astype(np.float64), sd_["quant_conv.bias"].astype(np.float64)
-    wp, bp = sd_["post_quant_conv.weight"].astype(np.float64), sd_["post_quant_conv.bias"].astype(np.float64)
-    wq[:c] *= a[:, None, None, None]; bq[:c] = a * (bq[:c] - mu); bq[c:] += 2 * np.log(a)
-    bp = bp + wp[:, :, 0, 0] @ mu; wp = wp / a[None, :, None, None]
-    for k, v in (("quant_conv.weight", wq), ("quant_conv.bias", bq), ("post_quant_conv.weight", wp), ("post_quant_conv.bias", bp)):
-        sd_[k] = v.astype(np.float32)
+    _fold_latent_scale(sd_, *names, mu, a)
     dst.mkdir(parents=True, exist_ok=True)
     tmp = dst / "diffusion_pytorch_model.safetensors.tmp"
     save_file(sd_, str(tmp)); tmp.replace(dst / "diffusion_pytorch_model.safetensors")
     shutil.copy2(src / "config.json", dst / "config.json")
-    after = _posterior_means(AutoencoderKL.from_pretrained(str(dst)), frames) * SCALING_FACTOR
-    stats = dict(source=str(src), frames=len(frames), mean_before=mu.tolist(), std_before=sd.tolist(), scale=a.tolist(),
-                 scaled_mean_after=after.mean((0, 2, 3)).tolist(), scaled_std_after=after.std((0, 2, 3)).tolist())
+    after = _posterior_means(cls.from_pretrained(str(dst)), x, chunk) * SCALING_FACTOR
+    stats = dict(source=str(src), samples=len(x), mean_before=mu.tolist(), std_before=sd.tolist(), scale=a.tolist(),
+                 scaled_mean_after=after.mean(axes).tolist(), scaled_std_after=after.std(axes).tolist())
     (dst / "latent_scale.json").write_text(json.dumps(stats, indent=1))
     return stats
+
+
+def standardize_sd_vae(src, dst, frames: np.ndarray = None, target_std: float = None) -> dict:
+    "Copy the SD VAE folder `src` to `dst` with its latent space rescaled so that `0.18215 z` is standardized per channel."
+    return _standardize("sd", src, dst, world_frames() if frames is None else frames, target_std)
+
+
+def standardize_causalvae(src, dst, clips: np.ndarray = None, target_std: float = None) -> dict:
+    "The same for a CausalVAE folder, measured on 17-frame clips `(N, 3, T, H, W)` (default: 32 of the world's)."
+    clips = world_clips(32, num_frames=WORLD_FRAMES["plan"]) if clips is None else clips
+    return _standardize("causal", src, dst, clips, target_std)
 
 # %% ../nbs/17b_world.ipynb #43b1f680
 def _training_record(folder) -> dict:
@@ -220,7 +253,7 @@ def ship_world(build="outputs/world", world_dir=None, systems=("opensora", "plan
             stdit=dict(**_params_and_bytes(root / "opensora" / "stdit.safetensors"), **_training_record(build / "stdit")),
             vae=dict(**_params_and_bytes(root / "opensora" / "vae"), **_training_record(build / "sd_vae")))
     if "plan" in systems:
-        _copy(build / "causalvae" / "hf", root / "plan" / "vae")
+        _copy(build / "causalvae" / "scaled", root / "plan" / "vae")     # standardize_causalvae's output
         _copy(build / "latte" / "model", root / "plan" / PLAN_VERSION)
         info["plan"] = dict(
             version=PLAN_VERSION, fps=8,
