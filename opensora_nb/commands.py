@@ -268,8 +268,8 @@ def convert_main(argv=None) -> int:
 # %% ../nbs/18_cli.ipynb #1c50f78c
 def infer_t5_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opensora-infer-t5",
-                                description="Cache T5 text embeddings of a captions CSV, one .npz per caption.")
-    p.add_argument("--csv_path", required=True, help="CSV with a caption column (and a video/file column)")
+                                description="Cache T5 text embeddings of a captions CSV (or an Open-Sora-Plan JSON), one .npz per caption.")
+    p.add_argument("--csv_path", required=True, help="CSV with a caption column (and a video/file column), or Open-Sora-Plan JSON")
     p.add_argument("--caption_column", default="caption", help="column holding the captions")
     p.add_argument("--file_column", default="video",
                    help="column naming each item; its path with .npz is the cache file (row number if absent)")

@@ -21,10 +21,13 @@ __all__ = ['LATENT_KEYS', 'read_caption_csv', 'cache_path', 'save_text_cache', '
 
 # %% ../../nbs/13_cache.ipynb #3190a36e
 def read_caption_csv(csv_path, caption_column: str = "caption", file_column: str = "video") -> list[dict]:
-    "Rows of a captions CSV as dicts with `caption` and `file` (None when the CSV has no `file_column`)."
+    "Rows of a captions CSV (or an Open-Sora-Plan JSON) as dicts with `caption` and `file` (None when the CSV has no `file_column`)."
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"captions CSV {csv_path} not found")
+    from .datasets import read_annotations                     # (datasets imports this module)
+    if csv_path.suffix.lower() == ".json":                     # Open-Sora-Plan's [{"path", "cap"}] list
+        return [dict(caption=r["caption"], file=r["rel"]) for r in read_annotations(csv_path, format="plan_json")]
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
