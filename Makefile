@@ -102,5 +102,12 @@ world: $(STAMP_RUN)
 	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/opensora/video_caption.csv --t5_model_dir $(WORLD)/t5 \
 	  --model_max_length 16 --output_path $(WORLD)/opensora/text_emb
 	$(BIN)/opensora-train --config configs/world/stdit.yaml
-	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/causalvae.yaml
+	$(BIN)/opensora-world scale-vae --build $(WORLD) --vae causalvae
+	OPENSORA_NB_KERNELS=native $(BIN)/opensora-infer-vae --csv_path $(WORLD)/plan/plan.json --vae_type causalvae \
+	  --vae_checkpoint $(WORLD)/causalvae/scaled --image_size 64 --transform plan --output_path $(WORLD)/plan/latents
+	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/plan/plan.json --t5_model_dir $(WORLD)/t5 \
+	  --model_max_length 16 --output_path $(WORLD)/plan/text_emb
+	$(BIN)/opensora-plan-train --config configs/world/latte.yaml
+	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora plan
 	$(BIN)/opensora-world check --num_prompts 48

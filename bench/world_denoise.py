@@ -4,8 +4,9 @@ clip's caption and with the null caption. Prints one JSON line.
 For `N` training clips (their cached SD-VAE latents and T5 embeddings, from `make world`'s build folder), at each
 timestep t of the 1000-step linear schedule: x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, the model's eps, the implied
 x0_hat, and
-- `x0_err` / `x0_err_null`: mean |x0_hat - x0|^2 / mean |x0|^2 with the caption / the null caption (1.0 is what
-  predicting zero scores; the gap between the two is how much the caption is used at that noise level);
+- `x0_err` / `x0_err_null` / `x0_err_other`: mean |x0_hat - x0|^2 / mean |x0|^2 with the clip's caption, the null
+  caption, another clip's caption (1.0 is what predicting zero scores; the gap to `x0_err_other` is how much the
+  caption's *words* are used at that noise level, the gap to `x0_err_null` how much having any caption is);
 - `decoded_ok`: how many of the N one-step x0_hat decode to a clip the pixel checker matches to its caption.
 A model that samples well keeps `decoded_ok` high and `x0_err` well below `x0_err_null` up to t of about 800, where
 the layout (position, colour, shape, direction) is decided.
@@ -67,6 +68,7 @@ def main():
     emb = [np.load(build / "text_emb" / stem(rows[i])) for i in pick]
     y = np.stack([e["text_emb"] for e in emb])[:, None].astype(np.float32)
     mask = np.stack([e["mask"] for e in emb]).astype(np.int32)
+    other = np.roll(np.arange(len(pick)), 1)                    # each clip gets the previous clip's caption
     y_null = np.broadcast_to(pipe.model.y_embedder.y_embedding.asnumpy()[None, None], y.shape).astype(np.float32)
     caps = [rows[i]["caption"] for i in pick]
     ab = np.cumprod(1 - np.asarray(IDDPM(timestep_respacing="").betas, np.float64))
@@ -75,8 +77,8 @@ def main():
         eps = rng.standard_normal(x0.shape).astype(np.float32)
         xt = (np.sqrt(ab[t]) * x0 + np.sqrt(1 - ab[t]) * eps).astype(np.float32)
         res = {}
-        for name, yy in (("x0_err", y), ("x0_err_null", y_null)):
-            e = pipe.model(Tensor(xt), Tensor(np.full(n, t, np.int32)), Tensor(yy), Tensor(mask)).asnumpy()[:, :4]
+        for name, yy, mm in (("x0_err", y, mask), ("x0_err_null", y_null, mask), ("x0_err_other", y[other], mask[other])):
+            e = pipe.model(Tensor(xt), Tensor(np.full(n, t, np.int32)), Tensor(yy), Tensor(mm)).asnumpy()[:, :4]
             x0h = ((xt - np.sqrt(1 - ab[t]) * e) / np.sqrt(ab[t])).astype(np.float32)
             res[name] = round(float(((x0h - x0) ** 2).mean() / (x0 ** 2).mean()), 4)
             if name == "x0_err":

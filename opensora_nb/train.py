@@ -24,11 +24,11 @@ _log = get_logger("opensora_nb.train")
 LR_SCHEDULERS = ("constant", "warmup", "cosine_decay")
 
 # %% auto #0
-__all__ = ['LR_SCHEDULERS', 'TRAIN_KEYS', 'CKPT_FORMAT', 'MODEL_TYPES', 'TrainConfig', 'merged_config', 'train_config', 'lr_at',
-           'AdamW', 'global_norm', 'clip_by_norm', 'EMA', 'step_randomness', 'OpenSoraLoss', 'PlanLoss', 'TrainStep',
-           'save_train_checkpoint', 'read_train_state', 'latest_checkpoint', 'load_train_checkpoint', 'ArrayDataSource',
-           'DiffusionTrainer', 'trim_log', 'plot_losses', 'build_model', 'build_encoders', 'init_workers',
-           'build_trainer']
+__all__ = ['LR_SCHEDULERS', 'TRAIN_KEYS', 'SNR_WEIGHTINGS', 'CKPT_FORMAT', 'MODEL_TYPES', 'TrainConfig', 'merged_config',
+           'train_config', 'lr_at', 'AdamW', 'global_norm', 'clip_by_norm', 'EMA', 'step_randomness', 'snr_weights',
+           'OpenSoraLoss', 'PlanLoss', 'TrainStep', 'save_train_checkpoint', 'read_train_state', 'latest_checkpoint',
+           'load_train_checkpoint', 'ArrayDataSource', 'DiffusionTrainer', 'trim_log', 'plot_losses', 'build_model',
+           'build_encoders', 'init_workers', 'build_trainer']
 
 # %% ../nbs/14_train.ipynb #8dbebd29
 @dataclasses.dataclass
@@ -51,6 +51,7 @@ class TrainConfig:
     drop_overflow_update: bool = True
     # optimisation
     optim: str = "adamw"; betas: tuple = (0.9, 0.999); optim_eps: float = 1e-8; weight_decay: float = 0.0
+    snr_weighting: str = "none"; snr_gamma: float = 5.0     # the MSE term's weight per timestep (not in v1.0: "none")
     start_learning_rate: float = 2e-5; end_learning_rate: float = None; scheduler: str = "constant"
     warmup_steps: int = 0; decay_steps: int = 0
     batch_size: int = 2; epochs: int = 1; train_steps: int = -1; seed: int = 3407
@@ -80,11 +81,14 @@ def merged_config(cls, what: str, sources, choices: dict):
             raise ValueError(f"{key}={getattr(cfg, key)!r}; allowed: {', '.join(map(str, allowed))}")
     return cfg
 
+SNR_WEIGHTINGS = ("none", "min_snr", "truncated_snr")
+
 def train_config(*sources: dict, **overrides) -> TrainConfig:
     "A `TrainConfig` from dicts applied left to right (later wins), then `overrides`; unknown keys are refused."
     return merged_config(TrainConfig, "training", (*sources, overrides),
                          {"dtype": ("fp32", "fp16", "bf16"), "scheduler": LR_SCHEDULERS, "vae_type": ("sd", "causalvae"),
-                          "parallel_mode": ("data", "optim"), "mode": ("graph", "pynative", "0", "1", 0, 1)})
+                          "parallel_mode": ("data", "optim"), "mode": ("graph", "pynative", "0", "1", 0, 1),
+                          "snr_weighting": SNR_WEIGHTINGS})
 
 # %% ../nbs/14_train.ipynb #437ef04d
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -172,10 +176,33 @@ def step_randomness(seed: int, step: int, global_batch: int, latent_shape, num_t
     return dict(t=t[rows], noise=noise[rows], drop=drop[rows])
 
 # %% ../nbs/14_train.ipynb #3e298362
-class OpenSoraLoss(nn.Cell):
-    "Mean IDDPM hybrid loss of STDiT on `(x0, t, noise, y, mask, drop)`; `drop` flags select the null caption."
-    def __init__(self, model, diffusion):
+def snr_weights(diffusion, kind: str = "none", gamma: float = 5.0):
+    "Per-timestep weights (float32, one per training step) of the MSE term under `kind`; None for `none`."
+    if kind not in SNR_WEIGHTINGS: raise ValueError(f"snr_weighting={kind!r}; allowed: {', '.join(SNR_WEIGHTINGS)}")
+    if kind == "none": return None
+    ab = np.asarray(diffusion.alphas_cumprod, np.float64)
+    snr = ab / (1 - ab)
+    w = np.minimum(snr, gamma) / snr if kind == "min_snr" else np.clip(1 / snr, 1.0, gamma)
+    return w.astype(np.float32)
+
+
+class _WeightedLoss(nn.Cell):
+    "The batch mean of IDDPM's `terms`, the MSE term weighted per timestep when `mse_weight` is given."
+    def __init__(self, mse_weight=None):
         super().__init__()
+        self.mse_weight = None if mse_weight is None else Tensor(np.asarray(mse_weight, np.float32))
+
+    def mean_loss(self, terms, t):
+        if self.mse_weight is None:
+            return terms["loss"].mean()
+        w = ops.gather(self.mse_weight, t, 0)
+        return (w * terms["mse"] + (terms["loss"] - terms["mse"])).mean()
+
+
+class OpenSoraLoss(_WeightedLoss):
+    "Mean IDDPM hybrid loss of STDiT on `(x0, t, noise, y, mask, drop)`; `drop` flags select the null caption."
+    def __init__(self, model, diffusion, mse_weight=None):
+        super().__init__(mse_weight)
         self.model, self.diffusion = model, diffusion
         # the dropout flags come from the host (`step_randomness`), so the model must not draw its own
         self.drop_prob, model.y_embedder.uncond_prob = model.y_embedder.uncond_prob, 0.0
@@ -184,18 +211,18 @@ class OpenSoraLoss(nn.Cell):
         null = self.model.y_embedder.y_embedding[:y.shape[2]].astype(y.dtype)
         y = ops.where(drop.reshape(-1, 1, 1, 1), null, y)
         kwargs = {"y": y, "mask": mask}             # a literal: `dict(...)` is not compiled (it falls back to Python)
-        return self.diffusion.training_losses(self.model, x0, t, model_kwargs=kwargs, noise=noise)["loss"].mean()
+        return self.mean_loss(self.diffusion.training_losses(self.model, x0, t, model_kwargs=kwargs, noise=noise), t)
 
 
-class PlanLoss(nn.Cell):
+class PlanLoss(_WeightedLoss):
     "Mean IDDPM hybrid loss of LatteT2V on `(x0, t, noise, y, mask, drop)` (no caption dropout, as the original)."
-    def __init__(self, model, diffusion, use_image_num: int = 0):
-        super().__init__()
+    def __init__(self, model, diffusion, use_image_num: int = 0, mse_weight=None):
+        super().__init__(mse_weight)
         self.model, self.diffusion, self.use_image_num, self.drop_prob = model, diffusion, int(use_image_num), 0.0
 
     def construct(self, x0, t, noise, y, mask, drop):
         kw = {"encoder_hidden_states": y, "encoder_attention_mask": mask, "use_image_num": self.use_image_num}
-        return self.diffusion.training_losses(self.model, x0, t, model_kwargs=kw, noise=noise)["loss"].mean()
+        return self.mean_loss(self.diffusion.training_losses(self.model, x0, t, model_kwargs=kw, noise=noise), t)
 
 # %% ../nbs/14_train.ipynb #e942e78f
 class TrainStep(nn.Cell):
@@ -669,7 +696,8 @@ def build_trainer(cfg: TrainConfig) -> DiffusionTrainer:
     encode_video, embed_text = build_encoders(cfg, "latent" not in ds.columns, "text_emb" not in ds.columns)
     model = build_model(cfg).set_train(True)
     diffusion = IDDPM(timestep_respacing="")
-    loss = PlanLoss(model, diffusion, cfg.use_image_num) if plan else OpenSoraLoss(model, diffusion)
+    w = snr_weights(diffusion, cfg.snr_weighting, cfg.snr_gamma)
+    loss = PlanLoss(model, diffusion, cfg.use_image_num, w) if plan else OpenSoraLoss(model, diffusion, w)
     reducer = None
     if world > 1:
         reducer = nn.DistributedGradReducer(ParameterTuple(loss.trainable_params()), mean=True, degree=world)

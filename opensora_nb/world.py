@@ -229,6 +229,15 @@ def _copy(src, dst):
     for junk in dst.rglob("*.tmp*") if dst.is_dir() else []: junk.unlink()
 
 
+def _record(folder, old: dict, system: str, part: str) -> dict:
+    "The training record of `folder`, or, when the build holds none (the part was not retrained), the shipped one."
+    rec = _training_record(folder)
+    if not rec and old.get(system, {}).get(part, {}).get("steps"):
+        rec = {k: old[system][part][k] for k in ("steps", "train_s") if k in old[system][part]}
+        _log.info("%s has no loss.jsonl: keeping the shipped %s %s record %s", folder, system, part, rec)
+    return rec
+
+
 def ship_world(build="outputs/world", world_dir=None, systems=("opensora", "plan"), sample: dict = None,
                stdit_config="configs/world/stdit.yaml") -> dict:
     "Copy the trained parts of `build` into `world_dir` (default: the package's) and write its `world.json`."
@@ -250,16 +259,16 @@ def ship_world(build="outputs/world", world_dir=None, systems=("opensora", "plan
         info["opensora"] = dict(
             num_frames=WORLD_FRAMES["opensora"], image_size=[WORLD_SIZE, WORLD_SIZE], fps=8, model=m,
             sample={"sampling_steps": 100, "guidance_scale": 7.0, **sample.get("opensora", {})},
-            stdit=dict(**_params_and_bytes(root / "opensora" / "stdit.safetensors"), **_training_record(build / "stdit")),
-            vae=dict(**_params_and_bytes(root / "opensora" / "vae"), **_training_record(build / "sd_vae")))
+            stdit=dict(**_params_and_bytes(root / "opensora" / "stdit.safetensors"), **_record(build / "stdit", old, "opensora", "stdit")),
+            vae=dict(**_params_and_bytes(root / "opensora" / "vae"), **_record(build / "sd_vae", old, "opensora", "vae")))
     if "plan" in systems:
         _copy(build / "causalvae" / "scaled", root / "plan" / "vae")     # standardize_causalvae's output
         _copy(build / "latte" / "model", root / "plan" / PLAN_VERSION)
         info["plan"] = dict(
             version=PLAN_VERSION, fps=8,
             sample={"sample_method": "PNDM", "num_inference_steps": 50, "guidance_scale": 7.5, **sample.get("plan", {})},
-            latte=dict(**_params_and_bytes(root / "plan" / PLAN_VERSION), **_training_record(build / "latte")),
-            vae=dict(**_params_and_bytes(root / "plan" / "vae"), **_training_record(build / "causalvae")))
+            latte=dict(**_params_and_bytes(root / "plan" / PLAN_VERSION), **_record(build / "latte", old, "plan", "latte")),
+            vae=dict(**_params_and_bytes(root / "plan" / "vae"), **_record(build / "causalvae", old, "plan", "vae")))
     (root / "world.json").write_text(json.dumps(info, indent=1))
     return info
 
