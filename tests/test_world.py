@@ -42,6 +42,46 @@ def shipped(tmp_path_factory):
     return wdir, info
 
 
+LATTE = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+             cross_attention_dim=16, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+             num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+             caption_channels=32, video_length=5)
+
+
+@pytest.fixture(scope="module")
+def shipped_plan(tmp_path_factory):
+    "The Open-Sora-Plan half: a random tiny CausalVAE (standardized) and LatteT2V shipped into a fresh world folder."
+    from opensora_nb.models.causalvae import CausalVAEModel, tiny_causalvae_config
+    from opensora_nb.models.latte import LatteT2V
+    from opensora_nb.runtime import set_seed
+    root = tmp_path_factory.mktemp("world_plan")
+    build, wdir = root / "build", root / "shipped"
+    set_seed(0)
+    world.write_world_t5(build / "t5", world.world_captions(train_specs()), d_model=32)
+    CausalVAEModel.from_config(tiny_causalvae_config(resolution=64)).save_pretrained(build / "causalvae" / "hf")
+    stats = world.standardize_causalvae(build / "causalvae" / "hf", build / "causalvae" / "scaled",
+                                        world.world_clips(2, num_frames=world.WORLD_FRAMES["plan"]))
+    LatteT2V(**LATTE).save_pretrained(build / "latte" / "model")
+    (build / "latte" / "loss.jsonl").write_text(json.dumps(dict(step=7, loss=1.0, step_s=0.25)) + "\n")
+    info = world.ship_world(build, wdir, systems=("plan",), sample=dict(plan=dict(num_inference_steps=2)))
+    return wdir, info, stats
+
+
+def test_plan_ships_and_samples(shipped_plan):
+    wdir, info, stats = shipped_plan
+    assert world.shipped_systems(wdir) == ["plan"]
+    np.testing.assert_allclose(stats["scaled_std_after"], 1.0, atol=1e-4)        # 0.18215 z has unit std per channel
+    assert info["plan"]["latte"]["steps"] == 7 and info["plan"]["vae"]["params"] > 1000
+    assert {p.name for p in (wdir / "plan" / world.PLAN_VERSION).iterdir()} == {"config.json", "diffusion_pytorch_model.safetensors"}
+    assert (wdir / "plan" / "vae" / "config.json").is_file()                      # Open-Sora-Plan-v1.0.0's layout
+    prompts = world.evaluation_prompts(2)
+    pipe, _ = world.world_pipeline("plan", wdir)
+    a, _ = world.sample_world("plan", prompts, seed=1, world_dir=wdir, pipe=pipe)
+    assert a.shape == (2, world.WORLD_FRAMES["plan"], 64, 64, 3) and a.dtype == np.uint8
+    b, _ = world.sample_world("plan", prompts, seed=1, world_dir=wdir, pipe=pipe)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_ship_writes_the_released_layouts(shipped):
     wdir, info = shipped
     assert world.shipped_systems(wdir) == ["opensora"]
