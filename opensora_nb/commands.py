@@ -141,6 +141,8 @@ def world_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ship", help="copy the trained weights of a build folder into the package (opensora_nb/world_weights)")
     s.add_argument("--build", default="outputs/world"); s.add_argument("--world_dir", default=None)
     s.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=["opensora", "plan"])
+    s.add_argument("--opensora_guidance", type=float, default=None, help="the STDiT's sampling guidance (default 7)")
+    s.add_argument("--plan_guidance", type=float, default=None, help="LatteT2V's (default 1: trained without caption dropout)")
     c = sub.add_parser("check", help="sample N evaluation prompts and report the checker's match rates")
     c.add_argument("--systems", nargs="+", choices=["opensora", "plan"], default=None)
     c.add_argument("--num_prompts", type=int, default=48); c.add_argument("--seed", type=int, default=0)
@@ -162,7 +164,9 @@ def world_main(argv=None) -> int:
             folder = Path(a.build) / ("sd_vae" if a.vae == "sd" else "causalvae")
             out = fn(folder / "hf", folder / "scaled")
         elif a.what == "ship":
-            out = world.ship_world(a.build, a.world_dir, tuple(a.systems))
+            sample = {k: {g: v} for k, g, v in (("opensora", "guidance_scale", a.opensora_guidance),
+                                                 ("plan", "guidance_scale", a.plan_guidance)) if v is not None}
+            out = world.ship_world(a.build, a.world_dir, tuple(a.systems), sample=sample)
         else:
             r = world.run_world_demo(a.out, a.num_prompts, a.systems, a.seed, a.world_dir, a.mode, progress_bar=False)
             Path(a.out).mkdir(parents=True, exist_ok=True)

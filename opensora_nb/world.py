@@ -266,7 +266,8 @@ def ship_world(build="outputs/world", world_dir=None, systems=("opensora", "plan
         _copy(build / "latte" / "model", root / "plan" / PLAN_VERSION)
         info["plan"] = dict(
             version=PLAN_VERSION, fps=8,
-            sample={"sample_method": "PNDM", "num_inference_steps": 50, "guidance_scale": 7.5, **sample.get("plan", {})},
+            # no guidance: Open-Sora-Plan v1.0.0 trains without caption dropout, so there is no unconditional model
+            sample={"sample_method": "PNDM", "num_inference_steps": 50, "guidance_scale": 1.0, **sample.get("plan", {})},
             latte=dict(**_params_and_bytes(root / "plan" / PLAN_VERSION), **_record(build / "latte", old, "plan", "latte")),
             vae=dict(**_params_and_bytes(root / "plan" / "vae"), **_record(build / "causalvae", old, "plan", "vae")))
     (root / "world.json").write_text(json.dumps(info, indent=1))
