@@ -12,7 +12,7 @@ STAMP_TEST := $(VENV)/.opensora_nb-test
 NPROC ?= 2
 export GLOG_v ?= 3
 
-.PHONY: demo test install install-test export clean-nbs readme docs bench help world
+.PHONY: demo test install install-test export clean-nbs readme docs bench help world world-plan
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the built-in default"
@@ -102,6 +102,12 @@ world: $(STAMP_RUN)
 	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/opensora/video_caption.csv --t5_model_dir $(WORLD)/t5 \
 	  --model_max_length 16 --output_path $(WORLD)/opensora/text_emb
 	$(BIN)/opensora-train --config configs/world/stdit.yaml
+	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora
+	$(BIN)/opensora-world check --num_prompts 48 --systems opensora
+
+# world-plan: the Open-Sora-Plan half (not shipped yet: the CausalVAE of configs/world/causalvae.yaml loses colour,
+# see nbs/17b_world "The Open-Sora-Plan half"). Needs `make world`'s data and text encoder.
+world-plan: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/causalvae.yaml
 	$(BIN)/opensora-world scale-vae --build $(WORLD) --vae causalvae
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-infer-vae --csv_path $(WORLD)/plan/plan.json --vae_type causalvae \
@@ -109,5 +115,5 @@ world: $(STAMP_RUN)
 	$(BIN)/opensora-infer-t5 --csv_path $(WORLD)/plan/plan.json --t5_model_dir $(WORLD)/t5 \
 	  --model_max_length 16 --output_path $(WORLD)/plan/text_emb
 	$(BIN)/opensora-plan-train --config configs/world/latte.yaml
-	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora plan
-	$(BIN)/opensora-world check --num_prompts 48
+	$(BIN)/opensora-world ship --build $(WORLD) --systems plan
+	$(BIN)/opensora-world check --num_prompts 48 --systems plan

@@ -25,8 +25,8 @@ def read_caption_csv(csv_path, caption_column: str = "caption", file_column: str
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"captions CSV {csv_path} not found")
-    from .datasets import read_annotations                     # (datasets imports this module)
     if csv_path.suffix.lower() == ".json":                     # Open-Sora-Plan's [{"path", "cap"}] list
+        from opensora_nb.data.datasets import read_annotations  # (datasets imports this module)
         return [dict(caption=r["caption"], file=r["rel"]) for r in read_annotations(csv_path, format="plan_json")]
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
