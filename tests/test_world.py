@@ -63,7 +63,7 @@ def shipped_plan(tmp_path_factory):
                                         world.world_clips(2, num_frames=world.WORLD_FRAMES["plan"]))
     LatteT2V(**LATTE).save_pretrained(build / "latte" / "model")
     (build / "latte" / "loss.jsonl").write_text(json.dumps(dict(step=7, loss=1.0, step_s=0.25)) + "\n")
-    info = world.ship_world(build, wdir, systems=("plan",), sample=dict(plan=dict(num_inference_steps=2)))
+    info = world.ship_world(build, wdir, systems=("plan",), sample=dict(plan=dict(num_inference_steps=4)))
     return wdir, info, stats
 
 
@@ -128,3 +128,9 @@ def test_world_command_refuses_a_missing_build(tmp_path):
     run = subprocess.run([str(exe), "ship", "--build", str(tmp_path / "nothing"), "--world_dir", str(tmp_path / "w")],
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert run.returncode == 1 and "not found: train it first" in run.stderr, run.stderr[-2000:]
+
+
+def test_pndm_refuses_too_few_steps():
+    from opensora_nb.diffusion.samplers import PNDMSampler
+    with pytest.raises(ValueError, match="num_inference_steps must be >= 4"):
+        PNDMSampler().set_timesteps(2)

@@ -446,6 +446,9 @@ class PNDMSampler(Sampler):
             self.prk_timesteps = np.array([], np.int64)
             self.plms_timesteps = np.concatenate([base[:-1], base[-2:-1], base[-1:]])[::-1].copy()
         else:
+            if n < self.pndm_order:        # (diffusers fails here with a broadcasting error)
+                raise ValueError(f"PNDM's Runge-Kutta warm-up takes {self.pndm_order} steps: num_inference_steps must "
+                                 f"be >= {self.pndm_order}, got {n} (or set skip_prk_steps=True)")
             half = c.num_train_timesteps // n // 2
             prk = np.array(base[-self.pndm_order:]).repeat(2) + np.tile([0, half], self.pndm_order)
             self.prk_timesteps = prk[:-1].repeat(2)[1:-1][::-1].copy()
