@@ -500,9 +500,11 @@ def build_vae(cfg: VAETrainConfig):
     if cfg.init_from_vae2d and cls is FramewiseAutoencoderKL:
         raise ValueError("init_from_vae2d inflates a 2-D VAE into a CausalVAE; the model here is itself 2-D")
     if cfg.init_from_vae2d:
-        from opensora_nb.weights import open_state_dict
-        sd = {k: np.asarray(v) for k, v in open_state_dict(cfg.init_from_vae2d).items()}
-        _log.info("inflated %d tensors of the 2-D VAE %s", len(inflate_vae2d_to_vae3d(vae, sd, strict=False)), cfg.init_from_vae2d)
+        from opensora_nb.weights import read_state_dict
+        set_ = inflate_vae2d_to_vae3d(vae, read_state_dict(cfg.init_from_vae2d), strict=False)
+        kept = [n for n, _ in vae.parameters_and_names() if n not in set_]
+        _log.info("inflated %d tensors of the 2-D VAE %s", len(set_), cfg.init_from_vae2d)
+        if kept: _log.warning("%d CausalVAE parameters have no 2-D counterpart and keep their random init: %s", len(kept), kept)
     return vae
 
 

@@ -21,14 +21,15 @@ from ..runtime import get_logger, patch_method, progress, refuse_when_compiled
 from ..weights import from_pretrained, save_checkpoint_atomic
 
 # %% auto #0
-__all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'Normalize', 'CausalConv3d', 'Conv2d',
-           'ResnetBlock3D', 'ResnetBlock2D', 'AttnBlock3D', 'AttnBlock3DFix', 'AttnBlock', 'SpatialDownsample2x',
-           'SpatialUpsample2x', 'Downsample', 'Upsample', 'TimeDownsample2x', 'TimeUpsample2x', 'TimeDownsampleRes2x',
-           'TimeUpsampleRes2x', 'resolve_block', 'Encoder', 'Decoder', 'nearest_valid_frames', 'check_num_frames',
-           'tiny_causalvae_config', 'CausalVAEModel', 'torch_name', 'strip_training_keys', 'diffusers_vae_to_ldm',
-           'inflate_vae2d_to_vae3d']
+__all__ = ['CAUSALVAE_BLOCKS', 'CAUSALVAE_4x8x8', 'cast_tuple', 'nonlinearity', 'norm_groups', 'Normalize', 'CausalConv3d',
+           'Conv2d', 'ResnetBlock3D', 'ResnetBlock2D', 'AttnBlock3D', 'AttnBlock3DFix', 'AttnBlock',
+           'SpatialDownsample2x', 'SpatialUpsample2x', 'Downsample', 'Upsample', 'TimeDownsample2x', 'TimeUpsample2x',
+           'TimeDownsampleRes2x', 'TimeUpsampleRes2x', 'resolve_block', 'Encoder', 'Decoder', 'nearest_valid_frames',
+           'check_num_frames', 'tiny_causalvae_config', 'CausalVAEModel', 'torch_name', 'strip_training_keys',
+           'diffusers_vae_to_ldm', 'inflate_vae2d_to_vae3d']
 
 # %% ../../nbs/08_causalvae.ipynb #b56bf965
+import contextlib
 def cast_tuple(t, length: int = 1) -> tuple:
     "`t` if it is already a tuple (or list), else `t` repeated `length` times."
     return tuple(t) if isinstance(t, (tuple, list)) else (t,) * length
@@ -39,9 +40,21 @@ def nonlinearity(x: Tensor) -> Tensor:
     two-op form (1.9e-6 at |x| < 25)."""
     return ops.silu(x)
 
-def Normalize(in_channels: int, num_groups: int = 32) -> nn.GroupNorm:
-    "GroupNorm with 32 groups and eps 1e-6, the only normalisation CausalVAE uses."
-    return nn.GroupNorm(num_groups, in_channels, eps=1e-6, affine=True)
+_NORM_GROUPS = [32]    # the released code's group count; `norm_groups` (CausalVAEModel's norm_num_groups) sets another
+
+@contextlib.contextmanager
+def norm_groups(groups: int):
+    "Within this block, `Normalize` builds GroupNorms of `groups` groups (the released code always uses 32)."
+    _NORM_GROUPS.append(int(groups))
+    try: yield
+    finally: _NORM_GROUPS.pop()
+
+def Normalize(in_channels: int, num_groups: int | None = None) -> nn.GroupNorm:
+    "GroupNorm with 32 groups (or `norm_groups`'s) and eps 1e-6, the only normalisation CausalVAE uses."
+    groups = num_groups or _NORM_GROUPS[-1]
+    if in_channels % groups:
+        raise ValueError(f"norm_num_groups={groups} does not divide a GroupNorm's {in_channels} channels")
+    return nn.GroupNorm(groups, in_channels, eps=1e-6, affine=True)
 
 def _dropout(p: float) -> nn.Cell:
     return nn.Dropout(p=p) if p > 0 else nn.Identity()
@@ -535,9 +548,10 @@ class CausalVAEModel(nn.Cell):
                  decoder_attention="AttnBlock3D", decoder_resnet_blocks=("ResnetBlock3D",) * 4,
                  decoder_spatial_upsample=("", "SpatialUpsample2x", "SpatialUpsample2x", "SpatialUpsample2x"),
                  decoder_temporal_upsample=("", "", "TimeUpsample2x", "TimeUpsample2x"), decoder_mid_resnet="ResnetBlock3D",
-                 **unused):
+                 norm_num_groups: int = 32, **unused):
         super().__init__()
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "unused")}
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "unused", "norm_num_groups")}
+        if norm_num_groups != 32: self.config["norm_num_groups"] = norm_num_groups  # not a key of the released configs
         self.config["loss_params"] = loss_params or {"kl_weight": 1e-6, "logvar_init": 0.0, "disc_start": 2001, "disc_weight": 0.5}
         unknown = sorted(k for k in unused if not k.startswith("_"))
         if unknown: get_logger(__name__).warning("CausalVAEModel ignores config keys %s", unknown)
@@ -550,18 +564,19 @@ class CausalVAEModel(nn.Cell):
         self.tile_latent_min_size = int(self.tile_sample_min_size / (2 ** (len(hidden_size_mult) - 1)))
         self.tile_sample_min_size_t = 17
         self.tile_latent_min_size_t = (self.tile_sample_min_size_t - 1) // self.time_stride + 1
-        self.encoder = Encoder(z_channels=z_channels, hidden_size=hidden_size, hidden_size_mult=hidden_size_mult,
-                               attn_resolutions=attn_resolutions, conv_in=encoder_conv_in, conv_out=encoder_conv_out,
-                               attention=encoder_attention, resnet_blocks=encoder_resnet_blocks,
-                               spatial_downsample=encoder_spatial_downsample, temporal_downsample=encoder_temporal_downsample,
-                               mid_resnet=encoder_mid_resnet, dropout=dropout, resolution=resolution,
-                               num_res_blocks=num_res_blocks, double_z=double_z)
-        self.decoder = Decoder(z_channels=z_channels, hidden_size=hidden_size, hidden_size_mult=hidden_size_mult,
-                               attn_resolutions=attn_resolutions, conv_in=decoder_conv_in, conv_out=decoder_conv_out,
-                               attention=decoder_attention, resnet_blocks=decoder_resnet_blocks,
-                               spatial_upsample=decoder_spatial_upsample, temporal_upsample=decoder_temporal_upsample,
-                               mid_resnet=decoder_mid_resnet, dropout=dropout, resolution=resolution,
-                               num_res_blocks=num_res_blocks)
+        with norm_groups(norm_num_groups):   # 32 unless a config says otherwise (the world's narrow VAE: 1)
+            self.encoder = Encoder(z_channels=z_channels, hidden_size=hidden_size, hidden_size_mult=hidden_size_mult,
+                                   attn_resolutions=attn_resolutions, conv_in=encoder_conv_in, conv_out=encoder_conv_out,
+                                   attention=encoder_attention, resnet_blocks=encoder_resnet_blocks,
+                                   spatial_downsample=encoder_spatial_downsample, temporal_downsample=encoder_temporal_downsample,
+                                   mid_resnet=encoder_mid_resnet, dropout=dropout, resolution=resolution,
+                                   num_res_blocks=num_res_blocks, double_z=double_z)
+            self.decoder = Decoder(z_channels=z_channels, hidden_size=hidden_size, hidden_size_mult=hidden_size_mult,
+                                   attn_resolutions=attn_resolutions, conv_in=decoder_conv_in, conv_out=decoder_conv_out,
+                                   attention=decoder_attention, resnet_blocks=decoder_resnet_blocks,
+                                   spatial_upsample=decoder_spatial_upsample, temporal_upsample=decoder_temporal_upsample,
+                                   mid_resnet=decoder_mid_resnet, dropout=dropout, resolution=resolution,
+                                   num_res_blocks=num_res_blocks)
         q = resolve_block(q_conv)
         self.quant_conv = q(2 * z_channels, 2 * embed_dim, 1)
         self.post_quant_conv = q(embed_dim, z_channels, 1)
