@@ -12,7 +12,7 @@ STAMP_TEST := $(VENV)/.opensora_nb-test
 NPROC ?= 2
 export GLOG_v ?= 3
 
-.PHONY: demo test install install-test export clean-nbs readme docs bench help world world-plan
+.PHONY: demo test install install-test export clean-nbs readme docs bench help world world-opensora world-plan
 
 help:
 	@echo "make demo   - set up .venv and run the main job on the built-in default"
@@ -22,7 +22,7 @@ help:
 	@echo "make bench  - run every bench/*.py (one JSON line each)"
 	@echo "make docs   - build the offline docs site into _docs/ (make docs-check: check it in headless Chromium)"
 	@echo "make lab    - JupyterLab on nbs/ with the opensora_nb kernel (LAB_ARGS=--no-browser for no browser)"
-	@echo "make world  - rebuild the built-in world's tiny weights from scratch (data, training, shipping, match rates)"
+	@echo "make world  - rebuild the built-in world's tiny weights from scratch, both systems (data, training, shipping, match rates)"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -88,11 +88,14 @@ lab: $(STAMP_LAB)
 bench: $(STAMP_TEST)
 	@for f in bench/*.py; do $(BIN)/python $$f; done
 
-# world: the built-in shapes world's weights, from nothing, with the project's own commands (nbs/17b_world.ipynb).
+# world: the built-in shapes world's weights, from nothing, with the project's own commands (nbs/17b_world.ipynb):
+# the Open-Sora v1.0 half, then the Open-Sora-Plan v1.0.0 half (world-plan: its CausalVAE starts from the SD VAE).
 # The VAEs are narrow convolutions: MindSpore's own CPU kernels (OPENSORA_NB_KERNELS=native) are the fast ones for them;
-# the STDiT trains faster on the default `cpu` kernels (its tanh GELU, nbs/03_stdit "Where a small model's step goes").
+# the denoisers train faster on the default `cpu` kernels (their tanh GELU, nbs/03_stdit "Where a small model's step goes").
 WORLD ?= outputs/world
-world: $(STAMP_RUN)
+world: world-opensora world-plan
+
+world-opensora: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-world data --out $(WORLD)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml --pixel_loss l1 --max_steps 1000
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/sd_vae.yaml --resume_from_checkpoint latest
@@ -105,8 +108,7 @@ world: $(STAMP_RUN)
 	$(BIN)/opensora-world ship --build $(WORLD) --systems opensora
 	$(BIN)/opensora-world check --num_prompts 48 --systems opensora
 
-# world-plan: the Open-Sora-Plan half (not shipped yet: the CausalVAE of configs/world/causalvae.yaml loses colour,
-# see nbs/17b_world "The Open-Sora-Plan half"). Needs `make world`'s data and text encoder.
+# world-plan: the Open-Sora-Plan half; needs world-opensora's data, text encoder and SD VAE (sd_vae/scaled).
 world-plan: $(STAMP_RUN)
 	OPENSORA_NB_KERNELS=native $(BIN)/opensora-train-vae --config configs/world/causalvae.yaml
 	$(BIN)/opensora-world scale-vae --build $(WORLD) --vae causalvae
