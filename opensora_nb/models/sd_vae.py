@@ -25,7 +25,7 @@ from ..runtime import get_logger, refuse_when_compiled, patch_method
 
 # %% ../../nbs/06_sd_vae.ipynb #95f306e0
 class Conv2d(nn.Conv2d):
-    "`nn.Conv2d`'s parameters with torch's zero padding, computed by `kernels.conv2d` (im2col + matmul on CPU)."
+    "`nn.Conv2d`'s parameters with torch's zero padding, computed by `kernels.conv2d`."
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          pad_mode='pad' if padding else 'valid', padding=padding, has_bias=True)
