@@ -20,8 +20,9 @@ bar: <= 1e-5 x max(1, scale)); a MindSpore read-back of the result ends every ti
 as bench/attention.py does), torch's calls are synchronous.
 
 Cases (full size; `--tiny` / COMPARE_TINY=1 runs each at toy size to check the plumbing in seconds):
-- `matmul_2048`: 2048x2048 @ 2048x2048 fp32. Ours: `ops.matmul` (a plain (n, K) x (K, n): full speed for a power of
-  two, `kernels.fast_plain_matmul`), and `kernels.linear` (x @ W^T, how every Dense layer of our models multiplies)
+- `matmul_2048`: 2048x2048 @ 2048x2048 fp32. Ours: `kernels.matmul` (what the models call: OpenBLAS through
+  `opensora_nb.blas` under the default `blas` kernels, MindSpore's `MatMul` under `cpu`), with MindSpore's own
+  `ops.matmul` as `ours_native_s` and `kernels.linear` (x @ W^T, how every Dense layer of our models multiplies)
   as `ours_linear_s`; ref: `torch.matmul`, and numpy's `a @ b` as `ref_numpy_s`. `*_gflops` = 2 n^3 / time.
 - `stdit_d2_fwd`: a depth-2 slice of STDiT-XL/2 (hidden 1152, 16 heads, patch 1x2x2, caption_channels 4096), built
   as bench/stdit.py builds it, on latent (1, 4, 16, 32, 32) (4096 tokens), 120 caption tokens of which 30 valid,
@@ -261,13 +262,15 @@ def ours_matmul(s, io):
     last = {}
 
     def run():
-        last["out"] = ops.matmul(a, b); _ms_wait(last["out"])
+        last["out"] = kernels.matmul(a, b); _ms_wait(last["out"])
 
     def extra():
         lin = lambda: _ms_wait(kernels.linear(a, bt))
         t = _timed(lin)
+        tn = _timed(lambda: _ms_wait(ops.matmul(a, b)))
         err = float(np.abs(kernels.linear(a, bt).asnumpy() - last["out"].asnumpy()).max())
         return {"linear_s": t, "linear_gflops": _gflops(s["n"], t), "linear_vs_matmul_max_abs_err": err,
+                "native_s": tn, "native_gflops": _gflops(s["n"], tn), "blas": bool(kernels.use_blas(ms.float32)),
                 "fast_plain_matmul": bool(kernels.fast_plain_matmul(s["n"]))}
     return dict(run=run, result=lambda: {"out": last["out"].asnumpy()}, extra=extra)
 
@@ -805,7 +808,7 @@ def run_case(case, threads, tiny):
         entry.update({f"{side}_{k}": v for k, v in r.get("extra", {}).items()})
     if case == "matmul_2048":
         entry.update(ours_gflops=_gflops(s["n"], ours["time_s"]), ref_gflops=_gflops(s["n"], ref["time_s"]),
-                     ours_op="mindspore.ops.matmul", ref_op="torch.matmul")
+                     ours_op="opensora_nb.kernels.matmul", ref_op="torch.matmul")
     if case == "attn_lean_vs_padded":
         entry.update(ours_path="lean", ref_path="math (padded keys masked; ours too: there is no torch side)",
                      note="ratio = lean / padded")

@@ -9,6 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import ops
 
+from . import kernels
 from .runtime import get_attention_path, compiling, device_target
 
 # %% auto #0
@@ -75,12 +76,12 @@ def _folded_attention(q, k, v, key_mask=None, bias=None, scale=None):
     if col is not None:  # [q, 1] . [k, col] = q.k + col
         k = ops.cat([k, ops.broadcast_to(col, (B, H, Nk)).astype(dtype)[..., None]], axis=-1)
         q = ops.cat([q, ops.ones((B, H, Nq, 1), dtype)], axis=-1)
-    s = _bmm_nt(q, k)                                                             # (B, H, Nq, Nk)
+    s = kernels.bmm_nt(q, k)                                                             # (B, H, Nq, Nk)
     if s.dtype != ms.float32: s = s.astype(ms.float32)                              # (casts copy: skip no-ops)
     if bias is not None:
         s = s + bias.astype(ms.float32)
     p = ops.softmax(s, axis=-1)
-    return _bmm(p if dtype == ms.float32 else p.astype(dtype), v)
+    return kernels.bmm(p if dtype == ms.float32 else p.astype(dtype), v)
 
 def _chunked(q, k, v, key_mask=None, bias=None, scale=None, chunk_bytes=None):
     "`_folded_attention` over query chunks whose fp32 score block stays under `chunk_bytes` (shapes only: compiles)."

@@ -13,7 +13,7 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal, XavierUniform, Zero
 
 from .attention import attention
-from .kernels import gelu_tanh
+from .kernels import Dense, gelu_tanh
 
 # %% auto #0
 __all__ = ['LayerNorm', 'modulate', 't2i_modulate', 'GELUTanh', 'approx_gelu', 'Mlp', 'PatchEmbed3D', 'Attention',
@@ -68,10 +68,10 @@ class Mlp(nn.Cell):
         super().__init__()
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features
-        self.fc1 = nn.Dense(in_features, hidden_features, has_bias=bias)
+        self.fc1 = Dense(in_features, hidden_features, has_bias=bias)
         self.act = act_layer()
         self.drop1 = nn.Dropout(p=drop)
-        self.fc2 = nn.Dense(hidden_features, out_features, has_bias=bias)
+        self.fc2 = Dense(hidden_features, out_features, has_bias=bias)
         self.drop2 = nn.Dropout(p=drop)
 
     def construct(self, x):
@@ -117,12 +117,12 @@ class Attention(nn.Cell):
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.enable_flashattn = enable_flashattn
-        self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
+        self.qkv = Dense(dim, dim * 3, has_bias=qkv_bias)
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         if attn_drop:
             raise NotImplementedError("attention dropout is not used by any released config")
-        self.proj = nn.Dense(dim, dim)
+        self.proj = Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
 
     def construct(self, x):
@@ -140,11 +140,11 @@ class MultiHeadCrossAttention(nn.Cell):
         super().__init__()
         _check_heads(d_model, num_heads)
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
-        self.q_linear = nn.Dense(d_model, d_model)
-        self.kv_linear = nn.Dense(d_model, d_model * 2)
+        self.q_linear = Dense(d_model, d_model)
+        self.kv_linear = Dense(d_model, d_model * 2)
         if attn_drop:
             raise NotImplementedError("attention dropout is not used by any released config")
-        self.proj = nn.Dense(d_model, d_model)
+        self.proj = Dense(d_model, d_model)
         self.proj_drop = nn.Dropout(p=proj_drop)
 
     def construct(self, x, cond, mask=None):
@@ -163,8 +163,8 @@ class TimestepEmbedder(nn.Cell):
     "Sinusoidal timestep features followed by an MLP (`mlp.0`, `mlp.2`)."
     def __init__(self, hidden_size, frequency_embedding_size=256):
         super().__init__()
-        self.mlp = nn.SequentialCell(nn.Dense(frequency_embedding_size, hidden_size), nn.SiLU(),
-                                     nn.Dense(hidden_size, hidden_size))
+        self.mlp = nn.SequentialCell(Dense(frequency_embedding_size, hidden_size), nn.SiLU(),
+                                     Dense(hidden_size, hidden_size))
         self.frequency_embedding_size = frequency_embedding_size
 
     @staticmethod
@@ -220,8 +220,8 @@ class FinalLayer(nn.Cell):
     def __init__(self, hidden_size, num_patch, out_channels):
         super().__init__()
         self.norm_final = LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
-        self.linear = nn.Dense(hidden_size, num_patch * out_channels)
-        self.adaLN_modulation = nn.SequentialCell(nn.SiLU(), nn.Dense(hidden_size, 2 * hidden_size))
+        self.linear = Dense(hidden_size, num_patch * out_channels)
+        self.adaLN_modulation = nn.SequentialCell(nn.SiLU(), Dense(hidden_size, 2 * hidden_size))
 
     def construct(self, x, c):
         shift, scale = ops.chunk(self.adaLN_modulation(c), 2, axis=1)
@@ -232,7 +232,7 @@ class T2IFinalLayer(nn.Cell):
     def __init__(self, hidden_size, num_patch, out_channels):
         super().__init__()
         self.norm_final = LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
-        self.linear = nn.Dense(hidden_size, num_patch * out_channels)
+        self.linear = Dense(hidden_size, num_patch * out_channels)
         self.scale_shift_table = Parameter(initializer(Normal(sigma=hidden_size ** -0.5), (2, hidden_size),
                                                        ms.float32), name="scale_shift_table")
         self.out_channels = out_channels

@@ -9,29 +9,61 @@ import math
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor, nn, ops
 from mindspore.ops.primitive import constexpr
 
+from . import blas
 from .runtime import device_target, get_kernels
 
 # %% auto #0
-__all__ = ['matmul_ta', 'IM2COL_BYTES', 'ELEMENTWISE_OPS', 'fast_plain_matmul', 'linear', 'conv2d_im2col', 'conv2d',
-           'conv3d_gemm', 'pad_first_frame', 'causal_conv3d', 'embedding', 'elementwise_errors', 'tanh', 'gelu_tanh']
+__all__ = ['matmul_ta', 'IM2COL_BYTES', 'ELEMENTWISE_OPS', 'fast_plain_matmul', 'cpu_kernels', 'use_blas', 'linear', 'matmul',
+           'bmm_nt', 'bmm', 'Dense', 'conv2d_im2col', 'conv2d', 'conv3d_gemm', 'pad_first_frame', 'causal_conv3d',
+           'embedding', 'elementwise_errors', 'tanh', 'gelu_tanh']
 
 # %% ../nbs/00a_kernels.ipynb #967f3478
 matmul_ta = ops.MatMul(transpose_a=True)  # (K, n)^T x (K, o) -> (n, o)
 _matmul_nt = ops.MatMul(transpose_b=True)  # (n, K) x (o, K)^T -> (n, o)
+_bmm_nt = ops.BatchMatMul(transpose_b=True)
+_bmm = ops.BatchMatMul()
 
 def fast_plain_matmul(n: int) -> bool:
     "Whether MindSpore's CPU MatMul runs `(o, K) x (K, n)` at full speed (n a power of two); else use `matmul_ta`."
     return n & (n - 1) == 0
 
+def cpu_kernels() -> bool:
+    "Whether the CPU formulations are in use (the `cpu` or `blas` kernels)."
+    return get_kernels() in ("cpu", "blas")
+
+@constexpr(check=False)
+def use_blas(dtype) -> bool:
+    "Whether a product in `dtype` goes through OpenBLAS: the `blas` kernels, float32, on CPU, the library built."
+    return get_kernels() == "blas" and dtype == ms.float32 and device_target() == "CPU" and blas.available()
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     "`x @ weight.T (+ bias)` for `x (..., in)` and `weight (out, in)`, as one 2-D product."
-    y = _matmul_nt(x.reshape(-1, x.shape[-1]), weight)
+    x2 = x.reshape(-1, x.shape[-1])
+    y = blas.matmul_nt(x2, weight) if use_blas(x.dtype) else _matmul_nt(x2, weight)
     if bias is not None:
         y = ops.bias_add(y, bias)
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    "`a (..., K) @ b (K, N) -> (..., N)`."
+    return blas.matmul_nn(a, b) if use_blas(a.dtype) else ops.matmul(a, b)
+
+def bmm_nt(a: Tensor, b: Tensor) -> Tensor:
+    "`a (..., M, K) @ b (..., N, K)^T -> (..., M, N)`, batch axes equal (attention's `q k^T`)."
+    return blas.bmm_nt(a, b) if use_blas(a.dtype) else _bmm_nt(a, b)
+
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    "`a (..., M, K) @ b (..., K, N) -> (..., M, N)`, batch axes equal (attention's `p v`)."
+    return blas.bmm_nn(a, b) if use_blas(a.dtype) else _bmm(a, b)
+
+class Dense(nn.Dense):
+    "`mindspore.nn.Dense` (same arguments and parameters) whose product is `linear`'s."
+    def construct(self, x):
+        y = linear(x, self.weight, self.bias) if self.has_bias else linear(x, self.weight)
+        return self.activation(y) if self.activation_flag else y
 
 # %% ../nbs/00a_kernels.ipynb #60c1605e
 IM2COL_BYTES = 128 * 2**20  # largest gathered (im2col) block built at once on CPU
@@ -120,10 +152,10 @@ def _conv3d_frames(x, bi, wm, bias, plan, To, o, L, kt, kh, kw, stride_hw, paddi
     acc = [start] * To
     for j, uses in plan:
         cols = _unfold_frame(x[bi:bi + 1, :, j], kh, kw, stride_hw, padding_hw)
-        taps = ops.matmul(wm, cols) if stacked else None      # (kt*o, L): row block dt is tap dt
+        taps = matmul(wm, cols) if stacked else None      # (kt*o, L): row block dt is tap dt
         for t, dt in uses:
             if stacked: part = taps[dt * o:(dt + 1) * o]
-            else: part = ops.matmul(wm[dt], cols) if plain else matmul_ta(cols, wm[dt])
+            else: part = matmul(wm[dt], cols) if plain else matmul_ta(cols, wm[dt])
             acc[t] = acc[t] + part
     return acc
 
@@ -166,7 +198,7 @@ def causal_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 
                   first_frame_pad: int = 0, min_flops: float = 2e7) -> Tensor:
     "Conv3d (MindSpore 6-tuple zero `padding`) after prepending `first_frame_pad` copies of frame 0."
     kernel = tuple(weight.shape[2:])
-    if get_kernels() == "cpu" and _conv3d_flops(x.shape, weight.shape[0], kernel, stride) > min_flops:
+    if cpu_kernels() and _conv3d_flops(x.shape, weight.shape[0], kernel, stride) > min_flops:
         return conv3d_gemm(x, weight, bias, stride, padding, first_frame_pad)
     conv = ops.Conv3D(weight.shape[0], kernel, pad_mode="pad", pad=tuple(padding), stride=tuple(stride))
     y = conv(pad_first_frame(x, first_frame_pad), weight)
@@ -232,6 +264,6 @@ _GELU_C = 2.0 * math.sqrt(2.0 / math.pi)
 
 def gelu_tanh(x: Tensor) -> Tensor:
     "GELU, tanh approximation (torch `approximate='tanh'`); on the `cpu` kernels as `x * sigmoid(2z)` (3-5x faster)."
-    if get_kernels() != "cpu" or x.dtype != ms.float32:   # half precision keeps the fused kernel
+    if not cpu_kernels() or x.dtype != ms.float32:   # half precision keeps the fused kernel
         return ops.gelu(x, approximate="tanh")
     return x * ops.sigmoid(x * (_GELU_C + (_GELU_C * 0.044715) * (x * x)))

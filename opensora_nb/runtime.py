@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'patch_method', 'get_logger', 'progress', 'set_runtime',
-           'device_target', 'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name', 'get_dtype',
-           'compute_dtype', 'set_seed', 'set_attention_path', 'get_attention_path', 'set_kernels', 'get_kernels']
+           'launch_blocking', 'device_target', 'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name',
+           'get_dtype', 'compute_dtype', 'set_seed', 'set_attention_path', 'get_attention_path', 'set_kernels',
+           'get_kernels']
 
 # %% ../nbs/00_runtime.ipynb #c2354be6
 def patch_method(cls):
@@ -90,8 +91,16 @@ def set_runtime(device: str = "CPU", # one of `BACKENDS`
                                f"{ms.get_context('device_target')} in this process (the backend is fixed at the "
                                "first computation); call set_runtime first, or restart the kernel") from e
     _STATE.update(device=device)
-    get_logger().info("runtime: device=%s mode=%s", device, mode)
-    return dict(device=device, mode=mode, device_id=device_id)
+    blocking = device == "CPU" and launch_blocking()
+    get_logger().info("runtime: device=%s mode=%s launch_blocking=%s", device, mode, blocking)
+    return dict(device=device, mode=mode, device_id=device_id, launch_blocking=blocking)
+
+def launch_blocking() -> bool:
+    """Run each CPU op to its end where it is called (MindSpore's `runtime.launch_blocking`), unless the
+    environment says `OPENSORA_NB_LAUNCH_BLOCKING=0`; returns whether it is on. `set_runtime("CPU")` calls it."""
+    if os.environ.get("OPENSORA_NB_LAUNCH_BLOCKING", "1") == "0": return False
+    ms.runtime.launch_blocking()
+    return True
 
 def device_target() -> str:
     "The backend in use ('CPU', 'GPU' or 'Ascend'); safe to call inside a compiled `construct`."
@@ -183,13 +192,13 @@ def get_attention_path() -> str:
     return _resolved("attention", "flash", "lean", "lean")
 
 # %% ../nbs/00_runtime.ipynb #fa51ac66
-KERNELS = ("auto", "cpu", "native")
+KERNELS = ("auto", "cpu", "blas", "native")
 _STATE["kernels"] = _choose(_STATE["kernels"], KERNELS, "kernel choice (OPENSORA_NB_KERNELS)")
 
 def set_kernels(name: str = "auto") -> str:
-    "Choose the convolution / matmul kernels: `cpu` (the fast CPU formulations), `native` (MindSpore's), `auto`."
+    "Choose the kernels: `cpu` (the fast CPU formulations), `blas` (those, products through OpenBLAS), `native` (MindSpore's), `auto`."
     return _set_choice("kernels", name, KERNELS, "kernel choice")
 
 def get_kernels() -> str:
-    "`cpu` or `native`: the kernels in use, with `auto` resolved for this backend (safe inside `construct`)."
+    "`blas`, `cpu` or `native`: the kernels in use, with `auto` resolved for this backend (safe inside `construct`)."
     return _resolved("kernels", "native", "cpu", "native")

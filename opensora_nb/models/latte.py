@@ -17,7 +17,7 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common.initializer import initializer, Normal
 
 from ..attention import attention
-from ..kernels import gelu_tanh
+from ..kernels import Dense, gelu_tanh
 from ..blocks import LayerNorm, TimestepEmbedder
 from ..runtime import patch_method, get_logger, compute_dtype
 from ..weights import from_pretrained, load_weights, save_checkpoint_atomic
@@ -102,10 +102,10 @@ class Attention(nn.Cell):
         inner = heads * dim_head
         kv_dim = query_dim if cross_attention_dim is None else cross_attention_dim
         self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
-        self.to_q = nn.Dense(query_dim, inner, has_bias=bias)
-        self.to_k = nn.Dense(kv_dim, inner, has_bias=bias)
-        self.to_v = nn.Dense(kv_dim, inner, has_bias=bias)
-        self.to_out = nn.CellList([nn.Dense(inner, query_dim, has_bias=out_bias), nn.Dropout(p=dropout)])
+        self.to_q = Dense(query_dim, inner, has_bias=bias)
+        self.to_k = Dense(kv_dim, inner, has_bias=bias)
+        self.to_v = Dense(kv_dim, inner, has_bias=bias)
+        self.to_out = nn.CellList([Dense(inner, query_dim, has_bias=out_bias), nn.Dropout(p=dropout)])
 
     def _heads(self, x):
         B, N, _ = x.shape
@@ -131,7 +131,7 @@ class GELU(nn.Cell):
     "`proj` then GELU (exact, or tanh-approximate when `approximate='tanh'`)."
     def __init__(self, dim_in, dim_out, approximate="none"):
         super().__init__()
-        self.proj = nn.Dense(dim_in, dim_out)
+        self.proj = Dense(dim_in, dim_out)
         self.approximate = approximate
     def construct(self, x):
         x = self.proj(x)
@@ -141,7 +141,7 @@ class GEGLU(nn.Cell):
     "`proj` to twice the width, then `hidden * gelu(gate)`."
     def __init__(self, dim_in, dim_out):
         super().__init__()
-        self.proj = nn.Dense(dim_in, dim_out * 2)
+        self.proj = Dense(dim_in, dim_out * 2)
     def construct(self, x):
         hidden, gate = ops.chunk(self.proj(x), 2, axis=-1)
         return hidden * ops.gelu(gate, approximate="none")
@@ -150,7 +150,7 @@ class ApproximateGELU(nn.Cell):
     "`proj` then `x * sigmoid(1.702 x)`."
     def __init__(self, dim_in, dim_out):
         super().__init__()
-        self.proj = nn.Dense(dim_in, dim_out)
+        self.proj = Dense(dim_in, dim_out)
     def construct(self, x):
         x = self.proj(x)
         return x * ops.sigmoid(1.702 * x)
@@ -168,7 +168,7 @@ class FeedForward(nn.Cell):
         elif activation_fn == "geglu-approximate": act = ApproximateGELU(dim, inner)
         else:
             raise ValueError(f"unknown activation_fn {activation_fn!r}; allowed: {', '.join(ACTIVATIONS)}")
-        layers = [act, nn.Dropout(p=dropout), nn.Dense(inner, dim_out)]
+        layers = [act, nn.Dropout(p=dropout), Dense(inner, dim_out)]
         if final_dropout: layers.append(nn.Dropout(p=dropout))
         self.net = nn.CellList(layers)
     def construct(self, x):
@@ -249,9 +249,9 @@ class TimestepEmbedding(nn.Cell):
     "`linear_1 -> SiLU -> linear_2` (diffusers names)."
     def __init__(self, in_channels, time_embed_dim):
         super().__init__()
-        self.linear_1 = nn.Dense(in_channels, time_embed_dim)
+        self.linear_1 = Dense(in_channels, time_embed_dim)
         self.act = nn.SiLU()
-        self.linear_2 = nn.Dense(time_embed_dim, time_embed_dim)
+        self.linear_2 = Dense(time_embed_dim, time_embed_dim)
     def construct(self, x):
         return self.linear_2(self.act(self.linear_1(x)))
 
@@ -269,7 +269,7 @@ class AdaLayerNormSingle(nn.Cell):
         super().__init__()
         self.emb = CombinedTimestepSizeEmbeddings(embedding_dim)
         self.silu = nn.SiLU()
-        self.linear = nn.Dense(embedding_dim, 6 * embedding_dim)
+        self.linear = Dense(embedding_dim, 6 * embedding_dim)
     def construct(self, timestep, hidden_dtype=ms.float32):
         embedded = self.emb(timestep, hidden_dtype)
         return self.linear(self.silu(embedded)), embedded
@@ -278,8 +278,8 @@ class CaptionProjection(nn.Cell):
     "T5 tokens -> model width: `linear_1 -> GELU(tanh) -> linear_2`; `y_embedding` is carried, unused."
     def __init__(self, in_features, hidden_size, num_tokens=120):
         super().__init__()
-        self.linear_1 = nn.Dense(in_features, hidden_size)
-        self.linear_2 = nn.Dense(hidden_size, hidden_size)
+        self.linear_1 = Dense(in_features, hidden_size)
+        self.linear_2 = Dense(hidden_size, hidden_size)
         self.y_embedding = Parameter(Tensor(np.random.randn(num_tokens, in_features) / in_features ** 0.5,
                                             ms.float32), name="y_embedding", requires_grad=False)
     def construct(self, caption):
@@ -353,7 +353,7 @@ class LatteT2V(nn.Cell):
         self.norm_out = LayerNorm(inner_dim, eps=1e-6, elementwise_affine=False)
         self.scale_shift_table = Parameter(Tensor(np.random.randn(2, inner_dim) / inner_dim ** 0.5, ms.float32),
                                            name="scale_shift_table")
-        self.proj_out = nn.Dense(inner_dim, patch_size * patch_size * self.out_channels)
+        self.proj_out = Dense(inner_dim, patch_size * patch_size * self.out_channels)
         self.adaln_single = AdaLayerNormSingle(inner_dim)
         self.caption_projection = None
         if caption_channels is not None:

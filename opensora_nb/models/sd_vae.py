@@ -87,10 +87,10 @@ class VAEAttention(nn.Cell):
     def __init__(self, channels, groups=32, eps=1e-6, dropout=0.0):
         super().__init__()
         self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
-        self.to_q = nn.Dense(channels, channels)
-        self.to_k = nn.Dense(channels, channels)
-        self.to_v = nn.Dense(channels, channels)
-        self.to_out = nn.CellList([nn.Dense(channels, channels), nn.Dropout(p=dropout)])
+        self.to_q = kernels.Dense(channels, channels)
+        self.to_k = kernels.Dense(channels, channels)
+        self.to_v = kernels.Dense(channels, channels)
+        self.to_out = nn.CellList([kernels.Dense(channels, channels), nn.Dropout(p=dropout)])
 
     def construct(self, x):
         b, c, h, w = x.shape

@@ -15,6 +15,7 @@ from mindspore.common.initializer import initializer, Normal, XavierUniform, Uni
 
 from ..runtime import get_logger, compute_dtype, dtype_name, device_target, patch_method
 from ..weights import LazyTensor, load_weights, open_state_dict
+from ..kernels import Dense
 from ..blocks import (
     LayerNorm, Attention, MultiHeadCrossAttention, Mlp, PatchEmbed3D, TimestepEmbedder, CaptionEmbedder,
     T2IFinalLayer, approx_gelu, t2i_modulate, get_1d_sincos_pos_embed, get_2d_sincos_pos_embed)
@@ -161,7 +162,7 @@ class STDiT(nn.Cell):
                                             requires_grad=False)
         self.x_embedder = PatchEmbed3D(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
-        self.t_block = nn.SequentialCell([nn.SiLU(), nn.Dense(hidden_size, 6 * hidden_size, has_bias=True)])
+        self.t_block = nn.SequentialCell([nn.SiLU(), Dense(hidden_size, 6 * hidden_size, has_bias=True)])
         self.y_embedder = CaptionEmbedder(in_channels=caption_channels, hidden_size=hidden_size,
                                           uncond_prob=class_dropout_prob, act_layer=approx_gelu,
                                           token_num=model_max_length)
