@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['BACKENDS', 'MODES', 'DTYPES', 'ATTENTION_PATHS', 'KERNELS', 'patch_method', 'get_logger', 'progress', 'set_runtime',
-           'launch_blocking', 'device_target', 'is_graph_mode', 'compiling', 'refuse_when_compiled', 'dtype_name',
-           'get_dtype', 'compute_dtype', 'set_seed', 'set_attention_path', 'get_attention_path', 'set_kernels',
-           'get_kernels']
+           'launch_blocking', 'device_target', 'is_graph_mode', 'compiling', 'refuse_when_compiled', 'compiled_cell',
+           'dtype_name', 'get_dtype', 'compute_dtype', 'set_seed', 'set_attention_path', 'get_attention_path',
+           'set_kernels', 'get_kernels']
 
 # %% ../nbs/00_runtime.ipynb #c2354be6
 def patch_method(cls):
@@ -128,6 +128,17 @@ def refuse_when_compiled(what: str, # the operation that cannot be compiled
     "Raise a clear ValueError (at compile time) when `what` is reached inside a compiled graph."
     if compiling():
         raise ValueError(f"{what} cannot run inside a compiled graph (GRAPH_MODE or mindspore.jit): {instead}")
+
+# %% ../nbs/00_runtime.ipynb #cfff42f0
+class compiled_cell:
+    "`cell` compiled where it is called: each call runs under GRAPH_MODE, then the mode set before is restored."
+    def __init__(self, cell): self.cell = cell
+    def __call__(self, *args):
+        mode = ms.get_context("mode")
+        if mode == ms.GRAPH_MODE: return self.cell(*args)
+        ms.set_context(mode=ms.GRAPH_MODE)
+        try: return self.cell(*args)
+        finally: ms.set_context(mode=mode)
 
 # %% ../nbs/00_runtime.ipynb #79cf82bb
 DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}

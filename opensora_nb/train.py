@@ -18,7 +18,7 @@ import mindspore as ms
 from tqdm.auto import tqdm
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .runtime import get_logger, progress, set_seed, patch_method, dtype_name
+from .runtime import get_logger, progress, set_seed, patch_method, dtype_name, compiled_cell
 
 _log = get_logger("opensora_nb.train")
 LR_SCHEDULERS = ("constant", "warmup", "cosine_decay")
@@ -391,7 +391,7 @@ class DiffusionTrainer:
                                    drop_overflow_update=cfg.drop_overflow_update, grad_reducer=grad_reducer)
         self.step_cell.set_train(True)
         self.compiled = str(cfg.mode) in ("graph", "0")
-        self.run_step = ms.jit(self.step_cell) if self.compiled else self.step_cell
+        self.run_step = compiled_cell(self.step_cell) if self.compiled else self.step_cell
         self.out = Path(cfg.output_path)
         self.total_steps = cfg.train_steps if cfg.train_steps and cfg.train_steps > 0 else cfg.epochs * len(data)
         self.is_main, self.val_losses = rank == 0, []

@@ -16,7 +16,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
-from .runtime import get_logger, patch_method, progress
+from .runtime import get_logger, patch_method, progress, compiled_cell
 from .train import (AdamW, clip_by_norm, global_norm, latest_checkpoint, load_train_checkpoint,
                                merged_config, save_train_checkpoint, trim_log)
 
@@ -562,8 +562,8 @@ class CausalVAETrainer:
         self.gen.set_train(True); self.disc.set_train(True)
         if self.loss.perceptual_loss is not None: self.loss.perceptual_loss.set_train(False)
         compiled = cfg.mode == "graph"
-        self.run_gen = ms.jit(self.gen) if compiled else self.gen
-        self.run_disc = ms.jit(self.disc) if compiled else self.disc
+        self.run_gen = compiled_cell(self.gen) if compiled else self.gen
+        self.run_disc = compiled_cell(self.disc) if compiled else self.disc
         self.state_view = TrainStateView(self.gen, self.disc)
 
     def _check_model_config(self):
