@@ -4,7 +4,9 @@ Every (case, side) runs in its own process (`python bench/compare.py --child CAS
 is its own; both sides use the same number of threads (`--threads`, default 2: `torch.set_num_threads(n)`;
 `mindspore.device_context.cpu.op_tuning.threads_num(n)`, the successor of `set_context(runtime_num_threads=n)`;
 `OMP_NUM_THREADS` / `MKL_NUM_THREADS` / `OPENBLAS_NUM_THREADS` = n for numpy and the BLAS libraries). fp32 everywhere,
-eval mode, no gradients except in `stdit_d2_fwdbwd`; ours run PyNative (the package's default). A reference process
+eval mode, no gradients except in `stdit_d2_fwdbwd`; ours run PyNative (the package's default), or with `--mode graph`
+the two denoiser forwards (`stdit_d2_fwd`, `latte_d2_fwd`) run compiled as the samplers run them (GRAPH_MODE around
+each call, `runtime.compiled_cell`; the STDiT's shared caption padding cut first; the warm-up call compiles). A reference process
 imports torch (and diffusers / transformers) but never mindspore, ours never torch: importing the other framework
 would add 0.3-0.4 GB to a side's resident memory.
 
@@ -56,8 +58,8 @@ Cases (full size; `--tiny` / COMPARE_TINY=1 runs each at toy size to check the p
   (2, 16, 4096, 72), 120 keys of which 30 valid (both captions), k = v. `ours_s` is `path="lean"` (padded keys
   dropped), `ref_s` is `path="math"` (padded keys masked): there is no torch side, `ratio` is lean / padded.
 
-Environment: BENCH_REPEATS, COMPARE_TINY=1 (= --tiny), COMPARE_SKIP (a comma list of cases).
-Usage: `python bench/compare.py [--cases a,b] [--threads N] [--slow] [--tiny] [--list]`.
+Environment: BENCH_REPEATS, COMPARE_TINY=1 (= --tiny), COMPARE_MODE=graph (= --mode graph), COMPARE_SKIP (a comma list).
+Usage: `python bench/compare.py [--cases a,b] [--threads N] [--mode pynative|graph] [--slow] [--tiny] [--list]`.
 The machine may be shared: `load_avg` (1, 5, 15 min) is recorded before and after, and per case.
 """
 import argparse
@@ -308,9 +310,19 @@ def _stdit_cotangent(s):
     return _normal((B, 2 * C, T, H, W), 3)  # learned sigma: 2C output channels
 
 
+def _ours_call(model):
+    """`model` as this run calls it: eagerly (PyNative, the package's default), or with COMPARE_MODE=graph compiled
+    as the samplers call it (`runtime.compiled_cell`: GRAPH_MODE around each call; the untimed warm-up compiles)."""
+    if os.environ.get("COMPARE_MODE", "pynative") != "graph":
+        return model
+    from opensora_nb.runtime import compiled_cell
+    return compiled_cell(model)
+
+
 def _ours_stdit(s, io, backward):
     import mindspore as ms
     from mindspore import ops
+    from opensora_nb.attention import trim_caption
     from opensora_nb.runtime import set_seed
     from opensora_nb.models.stdit import STDiT
     set_seed(0)
@@ -325,8 +337,11 @@ def _ours_stdit(s, io, backward):
     x, t, y, mask = (ms.Tensor(a) for a in _stdit_inputs(s))
     last = {}
     if not backward:
+        call = _ours_call(model)
+        if call is not model:  # compiled: the shared padding cut on the host first, as the samplers do
+            y, mask = trim_caption(y, mask)
         def run():
-            last["out"] = model(x, t, y, mask); _ms_wait(last["out"])
+            last["out"] = call(x, t, y, mask); _ms_wait(last["out"])
         return dict(run=run, result=lambda: {"out": last["out"].asnumpy()})
     cot = ms.Tensor(_stdit_cotangent(s))
     grad_fn = ms.value_and_grad(lambda x: (model(x, t, y, mask) * cot).sum(), None, params)
@@ -402,10 +417,12 @@ def ours_latte(s, io):
     io.save_json(dict(model.config))
     x, t, cap, mask = _latte_inputs(s)
     x, t, cap = ms.Tensor(x), ms.Tensor(t), ms.Tensor(cap)
-    last = {}
+    call, last = _ours_call(model), {}
+    if call is not model:   # compiled: the mask as a tensor (a graph's inputs are tensors)
+        mask = ms.Tensor(mask)
 
     def run():
-        last["out"] = model(x, t, cap, encoder_attention_mask=mask); _ms_wait(last["out"])
+        last["out"] = call(x, t, cap, encoder_attention_mask=mask); _ms_wait(last["out"])
     return dict(run=run, result=lambda: {"out": last["out"].asnumpy()})
 
 
@@ -823,10 +840,13 @@ def main(argv=None):
     p.add_argument("--slow", action="store_true", help=f"also run {', '.join(sorted(SLOW))}")
     p.add_argument("--tiny", action="store_true", default=os.environ.get("COMPARE_TINY", "0") == "1",
                    help="toy shapes: checks the plumbing and the agreement in seconds")
+    p.add_argument("--mode", choices=("pynative", "graph"), default=os.environ.get("COMPARE_MODE", "pynative"),
+                   help="how ours call the denoisers (stdit_d2_fwd, latte_d2_fwd): eagerly, or compiled as the samplers do")
     p.add_argument("--list", action="store_true", help="print the case names and exit")
     p.add_argument("--child", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    os.environ["COMPARE_MODE"] = a.mode     # the children (ours) read it
     if a.child:
         return child(a.child[0], a.child[1], a.workdir, a.threads, a.tiny)
     if a.list:
@@ -841,7 +861,7 @@ def main(argv=None):
         cases = [c for c in CASES if a.slow or c not in SLOW]
     skip = set(filter(None, os.environ.get("COMPARE_SKIP", "").split(",")))
     res = {"bench": "compare", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "tiny": a.tiny, "dtype": "fp32", "device": "CPU", "threads": a.threads, "repeats": REPEATS,
+           "tiny": a.tiny, "mode": a.mode, "dtype": "fp32", "device": "CPU", "threads": a.threads, "repeats": REPEATS,
            "cpu_count": os.cpu_count(), "load_avg_start": _load_avg(),
            "versions": {k: _version(k) for k in ("mindspore", "torch", "numpy", "diffusers", "transformers")},
            "cases": {}}

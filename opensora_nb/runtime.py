@@ -133,11 +133,11 @@ def refuse_when_compiled(what: str, # the operation that cannot be compiled
 class compiled_cell:
     "`cell` compiled where it is called: each call runs under GRAPH_MODE, then the mode set before is restored."
     def __init__(self, cell): self.cell = cell
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         mode = ms.get_context("mode")
-        if mode == ms.GRAPH_MODE: return self.cell(*args)
+        if mode == ms.GRAPH_MODE: return self.cell(*args, **kwargs)
         ms.set_context(mode=ms.GRAPH_MODE)
-        try: return self.cell(*args)
+        try: return self.cell(*args, **kwargs)
         finally: ms.set_context(mode=mode)
 
 # %% ../nbs/00_runtime.ipynb #79cf82bb
