@@ -58,7 +58,8 @@ Cases (full size; `--tiny` / COMPARE_TINY=1 runs each at toy size to check the p
   (2, 16, 4096, 72), 120 keys of which 30 valid (both captions), k = v. `ours_s` is `path="lean"` (padded keys
   dropped), `ref_s` is `path="math"` (padded keys masked): there is no torch side, `ratio` is lean / padded.
 
-Environment: BENCH_REPEATS, COMPARE_TINY=1 (= --tiny), COMPARE_MODE=graph (= --mode graph), COMPARE_SKIP (a comma list).
+Environment: BENCH_REPEATS, COMPARE_TINY=1 (= --tiny), COMPARE_MODE=graph (= --mode graph), COMPARE_SKIP (a comma list),
+COMPARE_CAUSALVAE_LATENT (the CausalVAE case's latent, default 1,4,5,32,32).
 Usage: `python bench/compare.py [--cases a,b] [--threads N] [--mode pynative|graph] [--slow] [--tiny] [--list]`.
 The machine may be shared: `load_avg` (1, 5, 15 min) is recorded before and after, and per case.
 """
@@ -150,7 +151,9 @@ def spec(case: str, tiny: bool) -> dict:
         if tiny:  # tiny_causalvae_config(): hidden 32, mult 1,1,2,2, one resnet per level
             return dict(latent=[1, 4, 3, 4, 4], out=[1, 3, 9, 32, 32], config="tiny_causalvae_config()",
                         warmup_latent=[1, 4, 2, 2, 2])
-        return dict(latent=[1, 4, 5, 32, 32], out=[1, 3, 17, 256, 256], config="CAUSALVAE_4x8x8",
+        # COMPARE_CAUSALVAE_LATENT="1,4,3,16,16": another latent size (here 9x128x128 out), for a quicker look
+        lat = [int(v) for v in os.environ.get("COMPARE_CAUSALVAE_LATENT", "1,4,5,32,32").split(",")]
+        return dict(latent=lat, out=[lat[0], 3, 1 + 4 * (lat[2] - 1), 8 * lat[3], 8 * lat[4]], config="CAUSALVAE_4x8x8",
                     warmup_latent=[1, 4, 2, 8, 8])
     if case == "attn_lean_vs_padded":
         if tiny:
