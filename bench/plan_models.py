@@ -10,7 +10,9 @@ causalvae:
   after the first `CAUSALVAE_BENCH_TILES` (default 1) tiles: those are full-size tiles (17x256x256 / 5x32x32), the
   largest of the call, so the measured peak RSS is the call's peak (the blended output it assembles adds at most
   0.2 GB on top: the full 65x512x512x3 fp32 result). Time is extrapolated: mean full-tile seconds x (sum over all tiles
-  of tile voxels) / (full-tile voxels) -- see each entry's `method`.
+  of tile voxels) / (full-tile voxels) -- see each entry's `method`. With `CAUSALVAE_BENCH_TILES=all` the tiled
+  calls run to the end instead: `seconds` is the whole call's wall time, `peak_rss_gb` its process's peak, and
+  `tile_seconds` the time of every tile (the full-size ones first in each row).
 - `decode_17x384x384_tiled`: a complete tiled decode of a (1, 4, 5, 48, 48) latent (2 x 2 overlapping tiles, blended),
   run to the end: the measured time and peak of a whole multi-tile call.
 Every measurement runs in its own subprocess, so `peak_rss_gb` is that process's own peak (`ru_maxrss`),
@@ -29,7 +31,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TILES = int(os.environ.get("CAUSALVAE_BENCH_TILES", "1"))
+_TILES = os.environ.get("CAUSALVAE_BENCH_TILES", "1")
+TILES = 0 if _TILES == "all" else int(_TILES)  # 0: run the tiled 65x512x512 calls to the end
 SKIP = set(filter(None, os.environ.get("CAUSALVAE_BENCH_SKIP", "").split(",")))
 CACHE = os.environ.get("PLAN_BENCH_CACHE")
 
@@ -105,7 +108,8 @@ def _worker(name):
 
     def timed(tile):
         t0 = time.perf_counter(); out = inner(tile); out.asnumpy(); times.append(time.perf_counter() - t0)
-        if len(times) >= TILES: raise _Stop
+        if TILES and len(times) >= TILES: raise _Stop
+        print(f"[plan_models] {name}: tile {len(times)} of {n}, {times[-1]:.1f} s", file=sys.stderr, flush=True)
         return out
     setattr(m, attr, timed)
     if encode:
@@ -116,6 +120,14 @@ def _worker(name):
         x = ms.Tensor(rng.standard_normal((1, 4, 17, 64, 64)).astype(np.float32))
         work, full, n = _tile_work((17, 64, 64), m.tile_latent_min_size, m.tile_latent_min_size_t, m.tile_overlap_factor)
         call = lambda: m.decode(x)
+    if not TILES:  # the whole call, to the end
+        t0 = time.perf_counter(); out = call(); out = (out.mean if encode else out).asnumpy()
+        dt = time.perf_counter() - t0
+        assert np.isfinite(out).all() and len(times) == n, (len(times), n)
+        return {"seconds": round(dt, 1), "out_shape": list(out.shape), "tiles": n,
+                "full_tile_equivalents": round(work / full, 2), "tile_seconds": [round(t, 1) for t in times],
+                "rss_model_gb": round(base, 2), "peak_rss_gb": round(_peak_gb(), 2),
+                "method": "the real tiled call run to the end (CAUSALVAE_BENCH_TILES=all), fp32"}
     try:
         call()
         raise RuntimeError("the tiled call finished before the tile budget; nothing to extrapolate")
