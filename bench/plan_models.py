@@ -78,6 +78,8 @@ def _tile_work(shape, tile, tile_t, overlap):
 def _worker(name):
     import numpy as np
     import mindspore as ms
+    from opensora_nb.runtime import set_runtime
+    set_runtime("CPU")  # blocking launches, as the pipelines and bench/compare.py run (asynchronous ones are ~1.8x slower here)
     rng = np.random.default_rng(0)
     if name == "params":
         m = _model()
