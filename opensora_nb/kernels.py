@@ -12,13 +12,13 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.ops.primitive import constexpr
 
-from . import blas
+from . import blas, dnnl
 from .runtime import device_target, get_kernels
 
 # %% auto #0
-__all__ = ['matmul_ta', 'IM2COL_BYTES', 'ELEMENTWISE_OPS', 'fast_plain_matmul', 'cpu_kernels', 'use_blas', 'linear', 'matmul',
-           'bmm_nt', 'bmm', 'Dense', 'conv2d_im2col', 'conv2d', 'conv3d_gemm', 'pad_first_frame', 'causal_conv3d',
-           'embedding', 'elementwise_errors', 'tanh', 'gelu_tanh']
+__all__ = ['matmul_ta', 'IM2COL_BYTES', 'ELEMENTWISE_OPS', 'fast_plain_matmul', 'cpu_kernels', 'use_blas', 'use_dnnl', 'linear',
+           'matmul', 'bmm_nt', 'bmm', 'Dense', 'conv2d_im2col', 'conv2d', 'conv3d_gemm', 'pad_first_frame',
+           'causal_conv3d', 'embedding', 'elementwise_errors', 'tanh', 'gelu_tanh']
 
 # %% ../nbs/00a_kernels.ipynb #967f3478
 matmul_ta = ops.MatMul(transpose_a=True)  # (K, n)^T x (K, o) -> (n, o)
@@ -38,6 +38,13 @@ def cpu_kernels() -> bool:
 def use_blas(dtype) -> bool:
     "Whether a product in `dtype` goes through OpenBLAS: the `blas` kernels, float32, on CPU, the library built."
     return get_kernels() == "blas" and dtype == ms.float32 and device_target() == "CPU" and blas.available()
+
+@constexpr(check=False)
+def use_dnnl(dtype, x_shape, weight_shape, stride, padding) -> bool:
+    """Whether a convolution goes through oneDNN's blocked layouts (`00d_dnnl`): the `cpu` or `blas` kernels,
+    float32, on CPU, a convolution `dnnl.supports` (stride 1, odd kernels, "same" in space), the library built."""
+    return (cpu_kernels() and dtype == ms.float32 and device_target() == "CPU"
+            and dnnl.supports(x_shape, weight_shape, stride, padding) and dnnl.available())
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     "`x @ weight.T (+ bias)` for `x (..., in)` and `weight (out, in)`, as one 2-D product."
@@ -104,6 +111,8 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding=0) -> Tensor:
     "torch-style `conv2d` with zero `padding` (an int, or `(top, bottom, left, right)` as `nn.Conv2d`), weight `(O, C, k, k)`."
     top, bottom, left, right = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+    if top == bottom and left == right and use_dnnl(x.dtype, x.shape, weight.shape, stride, (top, left)):
+        return dnnl.conv(x, weight, bias)            # 3x3 and larger, stride 1, "same": oneDNN's blocked layouts
     # MindSpore's own Conv2D on every backend and kernel choice: on CPU it now beats `conv2d_im2col` at every
     # width measured, 2-3x eagerly and 5-17x compiled (the table above); `conv2d_im2col` stays, tested, for builds
     # whose CPU Conv2D is slow.
@@ -198,6 +207,10 @@ def causal_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 
                   first_frame_pad: int = 0, min_flops: float = 2e7) -> Tensor:
     "Conv3d (MindSpore 6-tuple zero `padding`) after prepending `first_frame_pad` copies of frame 0."
     kernel = tuple(weight.shape[2:])
+    t0, t1, top, bottom, left, right = padding
+    if t0 == t1 == 0 and top == bottom and left == right and use_dnnl(x.dtype, x.shape, weight.shape, stride,
+                                                                      (top, left)):
+        return dnnl.conv(pad_first_frame(x, first_frame_pad), weight, bias)  # causal, "same" in space: oneDNN
     if cpu_kernels() and _conv3d_flops(x.shape, weight.shape[0], kernel, stride) > min_flops:
         return conv3d_gemm(x, weight, bias, stride, padding, first_frame_pad)
     conv = ops.Conv3D(weight.shape[0], kernel, pad_mode="pad", pad=tuple(padding), stride=tuple(stride))
